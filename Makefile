@@ -1,0 +1,27 @@
+# Two commands do all the set-up:  `make demo` (main job)  and  `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Datasets are read from here (MNIST/raw/*.gz); override with `make demo BNROBUST_DATA=/path`.
+export BNROBUST_DATA ?= $(abspath $(CURDIR)/../shared/data)
+
+.PHONY: demo test bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch first, pinned: pip takes the CPU build from local disk instead of a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+demo: $(BIN)/.installed  ## Table 1 at the paper's settings (5 seeds x 4 models, real MNIST)
+	$(BIN)/bnrobust run mnist37-linear --scale paper
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/bench_attacks.py
+
+clean:
+	rm -rf $(VENV) results

@@ -1,0 +1,126 @@
+"""The `bnrobust` command: list, run and report experiments."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+
+from .errors import BnrobustError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        raise BnrobustError(f"{message} (see `{self.prog} --help`)")
+
+
+def _parse_set(items: list[str]) -> dict:
+    overrides = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise BnrobustError(f"--set expects KEY=VALUE (e.g. train.epochs=5), got {item!r}")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise BnrobustError(f"--set {key}: cannot parse value {value!r}") from None
+    return overrides
+
+
+def _parse_shard(text: str | None) -> tuple[int, int]:
+    if not text:
+        return (0, 1)
+    try:
+        i, n = (int(t) for t in text.split("/"))
+    except ValueError:
+        raise BnrobustError(f"--shard expects I/N (e.g. 0/4), got {text!r}") from None
+    if not 0 <= i < n:
+        raise BnrobustError(f"--shard I/N needs 0 <= I < N, got {text!r}")
+    return (i, n)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="bnrobust", description="Reproduce 'Batch Normalization Increases Adversarial "
+                                             "Vulnerability' experiment by experiment.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="list the experiments")
+
+    def common(sp):
+        sp.add_argument("experiment", nargs="+", help="experiment id(s), see `bnrobust list`")
+        sp.add_argument("--scale", choices=("quick", "paper"), default="quick",
+                        help="quick: minutes on a laptop CPU; paper: the paper's settings (default: quick)")
+        sp.add_argument("--out", default="results", help="results directory (default: ./results)")
+        sp.add_argument("--data-dir", help="dataset root (default: $BNROBUST_DATA, else ~/.cache/bnrobust)")
+
+    r = sub.add_parser("run", help="run an experiment's sweep (resumes; skips finished runs) and report it")
+    common(r)
+    r.add_argument("--seeds", type=int, help="number of seeds (default: the experiment's for this scale)")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value for every run, e.g. --set train.epochs=5 (repeatable)")
+    r.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    r.add_argument("--force", action="store_true", help="re-run finished runs")
+    r.add_argument("--shard", help="I/N: run only every N-th run starting at I (split a sweep over machines)")
+    r.add_argument("--no-report", action="store_true", help="skip writing the report (e.g. for shards)")
+    rep = sub.add_parser("report", help="write the report of an experiment's finished runs")
+    common(rep)
+    return p
+
+
+def cmd_list() -> None:
+    from .experiments import EXPERIMENTS
+    width = max(len(e) for e in EXPERIMENTS)
+    for exp in EXPERIMENTS.values():
+        print(f"{exp.id:<{width}}  {exp.paper:<26}  {exp.title}")
+
+
+def cmd_run(args) -> None:
+    from .engine import sweep
+    from .experiments import get_experiment
+    from .report import write_report
+    exps = [get_experiment(e) for e in args.experiment]  # unknown ids fail before any work
+    overrides, shard = _parse_set(args.set), _parse_shard(args.shard)
+    if args.seeds is not None and args.seeds < 1:
+        raise BnrobustError(f"--seeds must be a positive integer, got {args.seeds}")
+    out = Path(args.out)
+    for exp in exps:
+        exp.configs(args.scale, args.seeds, overrides)  # validate every config before running any
+    for exp in exps:
+        results = sweep(exp, out, args.scale, args.seeds, overrides, _root(args), args.device,
+                        args.force, shard)
+        if not args.no_report:
+            path = write_report(results, out / exp.id / args.scale)
+            print(f"{exp.id}: report written to {path}")
+
+
+def cmd_report(args) -> None:
+    from .engine import load_results
+    from .experiments import get_experiment
+    from .report import write_report
+    for exp in [get_experiment(e) for e in args.experiment]:
+        results = load_results(exp, Path(args.out), args.scale, _root(args))
+        print(f"{exp.id}: report written to {write_report(results, Path(args.out) / exp.id / args.scale)}")
+
+
+def _root(args) -> Path:
+    from .data import data_root
+    return data_root(args.data_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "list":
+            cmd_list()
+        elif args.command == "run":
+            cmd_run(args)
+        else:
+            cmd_report(args)
+    except BnrobustError as e:
+        print(f"bnrobust: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bnrobust: interrupted; finished runs are saved, run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    return 0

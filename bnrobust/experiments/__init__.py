@@ -1,0 +1,24 @@
+"""The registry of named experiments (ids as in the experiment catalogue)."""
+from __future__ import annotations
+
+from ..engine import Experiment
+from ..errors import BnrobustError
+
+EXPERIMENTS: dict[str, Experiment] = {}
+
+
+def register(exp: Experiment) -> Experiment:
+    if exp.id in EXPERIMENTS:
+        raise ValueError(f"experiment {exp.id} registered twice")
+    EXPERIMENTS[exp.id] = exp
+    return exp
+
+
+def get_experiment(exp_id: str) -> Experiment:
+    if exp_id not in EXPERIMENTS:
+        raise BnrobustError(f"unknown experiment {exp_id!r}; `bnrobust list` shows the {len(EXPERIMENTS)} "
+                            f"available: {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[exp_id]
+
+
+from . import linear  # noqa: E402,F401  (registers the section A experiments)
