@@ -22,7 +22,13 @@ def _parse_set(items: list[str]) -> dict:
         if not sep or not key:
             raise BnrobustError(f"--set expects KEY=VALUE (e.g. train.epochs=5), got {item!r}")
         try:
-            overrides[key.strip()] = yaml.safe_load(value)
+            parsed = yaml.safe_load(value)
+            if isinstance(parsed, str):  # YAML 1.1 reads 1e30 as a string
+                try:
+                    parsed = float(parsed)
+                except ValueError:
+                    pass
+            overrides[key.strip()] = parsed
         except yaml.YAMLError:
             raise BnrobustError(f"--set {key}: cannot parse value {value!r}") from None
     return overrides

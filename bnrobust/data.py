@@ -222,14 +222,19 @@ def mnist_binary(root: Path, seed: int, classes: tuple[int, int] = (3, 7),
 def gaussian_2d(root: Path, seed: int, mean0=(-5.0, 0.0), mean1=(5.0, 0.0),
                 cov=((1.0, 0.05), (0.05, 0.01)), n_train: int = 1000, n_test: int = 10000) -> Dataset:
     """Fig. 1 task: x | y=j ~ N(nu_j, Sigma), y ~ Ber(0.5). Test points are fresh samples."""
-    cov_t = torch.tensor(cov, dtype=torch.float64)
+    try:
+        cov_t = torch.tensor(cov, dtype=torch.float64)
+        means = torch.tensor([mean0, mean1], dtype=torch.float64)
+    except (TypeError, ValueError):
+        raise BnrobustError(f"data.mean0, data.mean1 and data.cov must be numbers, got {mean0}, {mean1}, {cov}") from None
+    if means.shape != (2, 2):
+        raise BnrobustError(f"data.mean0 and data.mean1 must be 2-D points, got {mean0}, {mean1}")
     if cov_t.shape != (2, 2) or not torch.allclose(cov_t, cov_t.T) or torch.linalg.eigvalsh(cov_t).min() <= 0:
         raise BnrobustError(f"data.cov must be a 2x2 symmetric positive definite matrix, got {cov}")
     if n_train < 2 or n_test < 1:
         raise BnrobustError("data.n_train must be >= 2 and data.n_test >= 1")
     g = torch.Generator().manual_seed(seed)
     chol = torch.linalg.cholesky(cov_t)
-    means = torch.tensor([mean0, mean1], dtype=torch.float64)
 
     def sample(n):
         y = torch.bernoulli(torch.full((n,), 0.5, dtype=torch.float64), generator=g).long()

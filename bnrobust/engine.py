@@ -355,14 +355,21 @@ def sweep(exp: Experiment, out: Path, scale: str = "quick", seeds: int | None = 
     only every n-th run starting at i, for splitting a sweep over machines that share `out`."""
     runs = plan(exp, out, scale, seeds, overrides)
     dev = resolve_device(device)
+    i, n = shard
+    mine = [r for k, r in enumerate(runs) if k % n == i]
+    todo = [r for r in mine if force or not r.done]
+    # Missing or corrupt data and bad model options fail here, before anything is written.
+    seen = set()
+    for r in todo:
+        key = json.dumps([r.config["data"], r.config["model"]], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            build_model(r.config["model"], get_dataset(r.config, root))
     check_writable(out)
     clean_stale_tmp(out / exp.id / "runs")
     write_json_atomic(manifest_path(exp.id, out, scale), {
         "experiment": exp.id, "scale": scale, "seeds": seeds, "overrides": overrides or {},
         "runs": [{"variant": r.variant, "seed": r.seed, "dir": r.dir.name} for r in runs]})
-    i, n = shard
-    mine = [r for k, r in enumerate(runs) if k % n == i]
-    todo = [r for r in mine if force or not r.done]
     bar = tqdm(todo, desc=f"{exp.id} [{scale}]", unit="run", disable=not progress or None)
     for run in bar:
         bar.set_postfix_str(f"{run.variant} seed {run.seed}")

@@ -10,7 +10,7 @@ from torch import nn
 from .data import Dataset, per_image_standardize
 from .errors import BnrobustError
 
-INPUT_NORMS = ("none", "image-std")
+INPUT_NORMS = ("none", "image-std", "image-l2")
 BN_MODES = ("none", "fixed", "learned")
 
 
@@ -19,6 +19,13 @@ class PerImageStandardize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return per_image_standardize(x)
+
+
+class PerImageL2(nn.Module):
+    """Scale each image to unit l2 norm (a per-image normalization that keeps the sign of pixels)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / x.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
 
 
 class LinearClassifier(nn.Module):
@@ -43,7 +50,7 @@ class LinearClassifier(nn.Module):
             raise BnrobustError(f"model.init must be 'default' or 'zeros', got {init!r}")
         if input_norm not in INPUT_NORMS:
             raise BnrobustError(f"model.input_norm must be one of {', '.join(INPUT_NORMS)}, got {input_norm!r}")
-        self.input_norm = PerImageStandardize() if input_norm == "image-std" else nn.Identity()
+        self.input_norm = {"none": nn.Identity, "image-std": PerImageStandardize, "image-l2": PerImageL2}[input_norm]()
         self.bn = None
         if bn != "none":
             self.bn = nn.BatchNorm1d(in_features, eps=float(c), affine=(bn == "learned"),

@@ -82,7 +82,7 @@ def table_markdown(results: Results) -> tuple[str, list[str]]:
                 z = deviation(stat, (rm, rs))
                 if not math.isnan(z) and z > DEVIATION_SEM:
                     why = exp.discrepancies.get(f"{variant}/{c.label}") or exp.discrepancies.get(
-                        f"*/{c.label}") or exp.discrepancies.get(variant) or "no explanation recorded"
+                        f"{variant}") or exp.discrepancies.get(f"*/{c.label}") or "no explanation recorded"
                     flags.append(f"- **{variant}, {c.label}**: ours {fmt(stat[0], stat[1], c.digits)} vs "
                                  f"paper {fmt(rm, rs, c.digits)} ({z:.1f} SEM apart). {why}")
         lines.append("| " + " | ".join(row) + " |")

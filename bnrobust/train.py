@@ -116,5 +116,6 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
         if not math.isfinite(mean_loss):  # checked once per epoch: no per-step host sync
             result.status, result.reason = "failed", f"non-finite training loss in epoch {epoch + 1}"
             break
+    opt.zero_grad(set_to_none=True)  # leave no stale gradients for attacks or callers to trip over
     model.eval()
     return result

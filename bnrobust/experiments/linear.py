@@ -182,6 +182,24 @@ register(Experiment(
         "500 test images of every trained model; for a linear model FGSM is already the optimal l_inf "
         "attack, so PGD can only match it."],
     checks=mnist37_checks,
+    discrepancies={
+        "*/Test Acc.": "Our models fit MNIST 3 vs 7 about 0.5-1.3 points better. The paper does not give its "
+                       "batch size; with mini-batches of 128 SGD takes ~2000 steps in 50 epochs, while "
+                       "full-batch GD for 50 epochs gives 96.8% for GD (close to the paper's 96.94%) but "
+                       "under-trains BNGD (theta ~71-73°, FGSM ~7-11%), so we keep 128.",
+        "GD + WD": "Our lambda = 0.1 regularizes more than the paper's: θ 24° vs 40.8° and FGSM 89% vs 74%. "
+                   "The paper does not define its penalty's scale (lambda*||w||^2 or lambda/2*||w||^2, on a "
+                   "mean or summed loss, on one or two output rows). At lambda = 0.01 we measured θ = 43.8°, "
+                   "FGSM 84.3% (one seed): no single rescaling reproduces both, so we keep the stated 0.1. "
+                   "The paper's direction (WD less tilted and more robust than GD) holds.",
+        "*/θ (deg)": "Near 90° in both. θ is dominated by the pixels that never vary in training: BN leaves "
+                     "their random initial weights untouched and divides them by sqrt(c), so their share of "
+                     "w, and hence how close θ gets to 90°, depends on the initialization scale; the "
+                     "paper's exact 90.00 ± 0.00 means its dead-pixel weights dominated completely.",
+        "*/AWGN Acc.": "Both are near chance (50%); the BN model's residual 3 points depend on how the noise "
+                       "meets the amplified dead-pixel weights.",
+        "*/FGSM Acc.": "0.00% vs 0.13-0.15%: both are at the floor (3 of 2038 test images in the paper).",
+    },
 ))
 
 # ---------------------------------------------------------------------------
@@ -237,10 +255,22 @@ def eps_sweep_checks(r: Results) -> list[tuple[str, bool]]:
          max(r.mean(n, "awgn.acc") for _, n in bn) > r.mean(lo, "awgn.acc") + 10),
         (f"... at the cost of clean accuracy: {r.mean(lo, 'clean.acc'):.2f}% at c={bn[0][0]:g} vs "
          f"{r.mean(hi, 'clean.acc'):.2f}% at c={bn[-1][0]:g}", r.mean(hi, "clean.acc") < r.mean(lo, "clean.acc")),
-        (f"L2 is the better trade-off: best FGSM of GD-L2 {max(r.mean(n, 'fgsm.acc') for n in l2):.1f}% vs "
-         f"BNGD {r.mean(best[1], 'fgsm.acc'):.1f}%",
-         max(r.mean(n, "fgsm.acc") for n in l2) >= r.mean(best[1], "fgsm.acc")),
+        (f"L2 is the better trade-off: at matched clean accuracy GD-L2 keeps at least as much FGSM accuracy "
+         f"as BNGD ({_matched(r, bn, l2)})", _matched(r, bn, l2, ok=True)),
     ]
+
+
+def _matched(r: Results, bn, l2, ok: bool = False):
+    """Compare each GD-L2 point with the BNGD curve interpolated at the same clean accuracy."""
+    curve = sorted((r.mean(n, "clean.acc"), r.mean(n, "fgsm.acc")) for _, n in bn)
+    pairs = []
+    for n in l2:
+        clean, fgsm = r.mean(n, "clean.acc"), r.mean(n, "fgsm.acc")
+        if curve[0][0] <= clean <= curve[-1][0]:
+            pairs.append((clean, fgsm, float(np.interp(clean, *zip(*curve)))))
+    if ok:
+        return bool(pairs) and all(f >= b - 1.0 for _, f, b in pairs)
+    return "; ".join(f"clean {c:.2f}%: L2 {f:.1f}% vs BN {b:.1f}%" for c, f, b in pairs) or "no overlap"
 
 
 register(Experiment(
@@ -273,6 +303,8 @@ TRACK_MODELS = {
     "(d) GD, per-image standardization": {"model.input_norm": "image-std"},
     "(e) nearest centroid": {"model": {"name": "nearest-centroid"}, "train.epochs": 0},
 }
+EXTRA = "(d') GD, per-image l2 normalization"
+EXTRA_TRACK = {EXTRA: {"model.input_norm": "image-l2"}}
 TRACK_C = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
 
 
@@ -324,6 +356,8 @@ def tracking_checks(r: Results) -> list[tuple[str, bool]]:
         (f"No tracking lowers θ by {a - b:.1f}° (paper 13.7°)", a - b > 0),
         (f"Removing BN lowers it by a further {b - c:.1f}° (paper 25.2°)", b - c > 0),
         (f"Per-image standardization lowers it by a further {c - d:.1f}° (paper 31.3°)", c - d > 0),
+        (f"Per-image l2 normalization instead: θ(d') = {r.mean(EXTRA, 'theta.deg'):.1f}°, "
+         f"{c - r.mean(EXTRA, 'theta.deg'):.1f}° below (c)", r.mean(EXTRA, "theta.deg") < c),
         (f"FGSM (eps=0.1): BN without tracking {fb:.1f}% (paper 38.7%) < GD {fc:.1f}% (paper 66.1%)", fb < fc),
         ("θ falls as c grows from 1e-5 to 1 in eval mode: " + ", ".join(f"{t:.1f}°" for t in thetas),
          all(t1 <= t0 + 1.0 for t0, t1 in zip(thetas, thetas[1:])) and thetas[-1] < thetas[0] - 10),
@@ -338,7 +372,7 @@ register(Experiment(
                 "standardized images, and the nearest-centroid classifier; then BNGD in eval mode with c "
                 "swept from 1e-5 to 1.",
     base=MNIST37,
-    variants={**TRACK_MODELS, **{_c_name(c): {"model.bn": "fixed", "model.c": c} for c in TRACK_C}},
+    variants={**TRACK_MODELS, **EXTRA_TRACK, **{_c_name(c): {"model.bn": "fixed", "model.c": c} for c in TRACK_C}},
     seeds={"quick": 2, "paper": 5},
     scales={"quick": {"train.epochs": 10}},
     columns=[CLEAN, FGSM, THETA],
@@ -354,6 +388,25 @@ register(Experiment(
         "(d) applies per-image standardization inside the model, so FGSM's eps = 0.1 is in pixel units as "
         "for the other models; its θ is measured against the nearest centroid of the standardized images.",
         "The weight images show the boundary normal with BN folded in (w / sqrt(var + c)): for c = 1e-5 "
-        "the pixels that never vary in training dominate it, which is why θ is near 90°."],
+        "the pixels that never vary in training dominate it, which is why θ is near 90°.",
+        "Where we do not reproduce appendix I: (b) does not lower θ here, because the pixels that never "
+        "vary are the same in the test set, so test-batch statistics amplify the same weights. Our per-image "
+        "*standardization* (d) raises θ and lowers FGSM accuracy, because dividing by each image's std "
+        "amplifies perturbations; a per-image l2 normalization (d', our addition) matches the paper's (d) "
+        "much better (clean ~96.9%, θ well below (c)), which suggests the paper's 'per-image normalization' "
+        "shrank the input scale rather than standardizing it. The c sweep (Fig. 11) reproduces: θ falls "
+        "steadily as c grows, and c ~ 1 reaches GD's θ."],
     checks=tracking_checks, figures=[tracking_figures],
+    discrepancies={
+        "*/Test Acc.": "As in Table 1, our models fit about 0.5-1.5 points better (batch 128; the paper does not "
+                       "give its batch size); the nearest centroid is trained on 5000 images in both.",
+        "(e) nearest centroid/Test Acc.": "The nearest-centroid classifier has no training choices: our 96.7% "
+                                          "is what the class means of the 5000-image subset give (the "
+                                          "paper's 94.4% may use another subset or bias).",
+        "(b) BNGD, train mode (test-batch stats)/FGSM Acc.": (
+            "Our FGSM gradient flows through the batch statistics of the attacked test batch (as a "
+            "train-mode evaluation does), so a perturbation shared by all images is cancelled by the mean "
+            "subtraction; the attack is much weaker and varies by seed (± 5.6). The paper does not say how "
+            "it attacked the train-mode model."),
+    },
 ))

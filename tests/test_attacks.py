@@ -1,0 +1,162 @@
+"""Attacks: bounds, determinism, the gradient-masking checks, and a cross-check against Foolbox."""
+import pytest
+import torch
+from torch import nn
+
+from bnrobust import attacks
+from bnrobust.errors import BnrobustError
+from bnrobust.metrics import EvalContext, accuracy_and_loss, eval_masking, masking_problems
+from bnrobust.models import LinearClassifier
+from bnrobust.train import TrainConfig, train
+
+
+class MLP(nn.Module):
+    def __init__(self, d=20, bn=False):
+        super().__init__()
+        layers = [nn.Linear(d, 64)] + ([nn.BatchNorm1d(64)] if bn else []) + [nn.ReLU(), nn.Linear(64, 2)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["mlp", "mlp-bn"])
+def trained(request, blobs):
+    torch.manual_seed(0)
+    model = MLP(bn=request.param)
+    res = train(model, blobs.x_train, blobs.y_train, TrainConfig(lr=0.1, epochs=60, batch_size=50, momentum=0.9), 0)
+    assert res.status == "ok"
+    return model.eval()
+
+
+def acc(model, x, y, perturb=None):
+    return accuracy_and_loss(model, x, y, perturb, batch_size=100)[0]
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_gradient_masking_checks(trained, blobs, norm):
+    x, y = blobs.x_test, blobs.y_test
+    clean = acc(trained, x, y)
+    assert clean > 80
+    eps = [0.0, 0.02, 0.05, 0.1, 0.3, 1.0] if norm == "linf" else [0.0, 0.1, 0.25, 0.5, 1.5, 5.0]
+    f = [acc(trained, x, y, lambda xb, yb: attacks.fgsm(trained, xb, yb, e, norm, (0, 1))) for e in eps]
+    # 50 steps of 2.5 * eps / 50 (Madry et al.'s rule: the steps can cross the ball)
+    p = [acc(trained, x, y, lambda xb, yb: attacks.pgd(trained, xb, yb, e, 50, max(e, 1e-9) / 20, norm,
+                                                         clip=(0, 1))) for e in eps]
+    assert masking_problems(clean, eps, f, p, fgsm_curve=False) == [], (f, p)
+    assert f[1] < clean and p[2] < f[2]  # FGSM bites at small eps; iterating helps on a nonlinear model
+
+
+def test_masking_checks_can_fail():
+    assert masking_problems(90.0, [0, 0.1, 0.2], [89.0, 50.0, 0.0], [90.0, 40.0, 0.0])  # eps=0 != clean
+    assert masking_problems(90.0, [0, 0.1, 0.2], [90.0, 50.0, 60.0], [90.0, 40.0, 0.0])  # rises with eps
+    assert masking_problems(90.0, [0, 0.1, 0.2], [90.0, 50.0, 30.0], [90.0, 40.0, 20.0])  # never reaches ~0
+    assert masking_problems(90.0, [0, 0.1, 0.2], [90.0, 30.0, 0.0], [90.0, 40.0, 0.0])  # PGD weaker than FGSM
+
+
+def test_masking_metric_on_a_linear_model(toy):
+    torch.manual_seed(0)
+    model = LinearClassifier(2, 2)
+    train(model, toy.x_train, toy.y_train, TrainConfig(lr=0.1, epochs=20, batch_size=0), 0)
+    out = eval_masking(model, toy, EvalContext(1000, 0, None, torch.device("cpu")), eps=(0, 1, 3, 5, 20), n=500)
+    assert out["passed"], out["problems"]
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_perturbations_stay_in_the_ball_and_the_range(trained, blobs, norm):
+    x, y = blobs.x_test[:100], blobs.y_test[:100]
+    eps = 0.1 if norm == "linf" else 0.5
+    g = torch.Generator().manual_seed(0)
+    for adv in (attacks.fgsm(trained, x, y, eps, norm, (0, 1)),
+                attacks.pgd(trained, x, y, eps, 10, eps / 4, norm, True, (0, 1), generator=g)):
+        d = (adv - x).flatten(1)
+        size = d.abs().max(1).values if norm == "linf" else d.norm(dim=1)
+        assert float(size.max()) <= eps + 1e-5
+        assert float(adv.min()) >= 0 and float(adv.max()) <= 1
+
+
+def test_random_start_is_seeded(trained, blobs):
+    x, y = blobs.x_test[:50], blobs.y_test[:50]
+    run = lambda s: attacks.pgd(trained, x, y, 0.1, 3, 0.02, random_start=True, clip=(0, 1),  # noqa: E731
+                                generator=torch.Generator().manual_seed(s))
+    assert torch.equal(run(0), run(0)) and not torch.equal(run(0), run(1))
+
+
+def test_least_likely_target(trained, blobs):
+    x, y = blobs.x_test, blobs.y_test
+    with torch.no_grad():
+        target = trained(x).argmin(1)
+    adv = attacks.pgd(trained, x, y, 0.3, 20, 0.03, clip=(0, 1), target="least-likely")
+    with torch.no_grad():
+        hit = (trained(adv).argmax(1) == target).float().mean()
+    assert hit > 0.8
+
+
+def test_attacks_leave_the_model_alone(trained, blobs):
+    before = {k: v.clone() for k, v in trained.state_dict().items()}
+    attacks.pgd(trained, blobs.x_test[:64], blobs.y_test[:64], 0.1, 3, 0.03, clip=(0, 1))
+    assert all(torch.equal(before[k], v) for k, v in trained.state_dict().items())
+    assert all(p.grad is None for p in trained.parameters())
+
+
+def test_awgn():
+    x = torch.full((200, 500), 0.5)
+    noisy = attacks.awgn(x, 0.2, generator=torch.Generator().manual_seed(0))
+    assert abs(float((noisy - x).std()) - 0.2) < 0.005
+    assert float(attacks.awgn(x, 3.0, clip=(0, 1)).max()) <= 1.0
+    with pytest.raises(BnrobustError):
+        attacks.awgn(x, -1.0)
+
+
+def test_bad_attack_arguments(trained, blobs):
+    x, y = blobs.x_test[:4], blobs.y_test[:4]
+    for call in (lambda: attacks.fgsm(trained, x, y, 0.1, norm="l1"),
+                 lambda: attacks.fgsm(trained, x, y, -0.1),
+                 lambda: attacks.pgd(trained, x, y, 0.1, 0, 0.01),
+                 lambda: attacks.pgd(trained, x, y, 0.1, 5, 0.01, target="most-likely")):
+        with pytest.raises(BnrobustError):
+            call()
+
+
+# --- independent implementation: Foolbox 3 --------------------------------------------------
+
+fb = pytest.importorskip("foolbox", reason="foolbox (test extra) is not installed")
+
+
+def foolbox_accuracy(model, x, y, attack, eps):
+    fmodel = fb.PyTorchModel(model, bounds=(0, 1))
+    _, advs, success = attack(fmodel, x, y, epsilons=[eps])
+    return 100.0 * (1 - success[0].float().mean().item())
+
+
+@pytest.mark.parametrize("kind, eps", [("fgsm", 0.05), ("linf-pgd", 0.05), ("l2-pgd", 0.5)])
+def test_matches_foolbox(trained, blobs, kind, eps):
+    x, y = blobs.x_test, blobs.y_test
+    if kind == "fgsm":
+        ours = acc(trained, x, y, lambda xb, yb: attacks.fgsm(trained, xb, yb, eps, clip=(0, 1)))
+        theirs = foolbox_accuracy(trained, x, y, fb.attacks.FGSM(), eps)
+    elif kind == "linf-pgd":
+        ours = acc(trained, x, y, lambda xb, yb: attacks.pgd(trained, xb, yb, eps, 20, eps / 10, clip=(0, 1)))
+        theirs = foolbox_accuracy(trained, x, y, fb.attacks.LinfPGD(abs_stepsize=eps / 10, steps=20,
+                                                                    random_start=False), eps)
+    else:
+        ours = acc(trained, x, y, lambda xb, yb: attacks.pgd(trained, xb, yb, eps, 20, eps / 10, "l2", clip=(0, 1)))
+        theirs = foolbox_accuracy(trained, x, y, fb.attacks.L2PGD(abs_stepsize=eps / 10, steps=20,
+                                                                  random_start=False), eps)
+    assert abs(ours - theirs) <= 0.5, (ours, theirs)
+
+
+def test_matches_foolbox_on_mnist37_linear(mnist_root):
+    from bnrobust.data import mnist_binary
+    ds = mnist_binary(mnist_root, seed=0)
+    torch.manual_seed(0)
+    model = LinearClassifier(784, 2)
+    train(model, ds.x_train, ds.y_train, TrainConfig(lr=0.1, epochs=5, batch_size=128), 0)
+    model.eval()
+    ours = acc(model, ds.x_test, ds.y_test, lambda xb, yb: attacks.fgsm(model, xb, yb, 0.1, clip=(0, 1)))
+    theirs = foolbox_accuracy(model, ds.x_test, ds.y_test, fb.attacks.FGSM(), 0.1)
+    assert abs(ours - theirs) <= 0.5, (ours, theirs)
+    ours = acc(model, ds.x_test, ds.y_test, lambda xb, yb: attacks.pgd(model, xb, yb, 0.1, 20, 0.01, clip=(0, 1)))
+    theirs = foolbox_accuracy(model, ds.x_test, ds.y_test,
+                              fb.attacks.LinfPGD(abs_stepsize=0.01, steps=20, random_start=False), 0.1)
+    assert abs(ours - theirs) <= 0.5, (ours, theirs)
