@@ -140,16 +140,7 @@ def run_config(cfg: dict, root: Path | None = None, device: torch.device | str =
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, allow_nan=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_text_atomic(path, json.dumps(obj, indent=2, allow_nan=True) + "\n")
 
 
 def write_text_atomic(path: Path, text: str) -> None:
