@@ -38,7 +38,7 @@ class LinearClassifier(nn.Module):
 
     def __init__(self, in_features: int, num_classes: int, bn: str = "none", c: float = 1e-5,
                  track_running_stats: bool = True, gamma_init: str = "uniform",
-                 input_norm: str = "none", single_logit: bool = False, init: str = "default"):
+                 input_norm: str = "none", init: str = "default"):
         super().__init__()
         if bn not in BN_MODES:
             raise BnrobustError(f"model.bn must be one of {', '.join(BN_MODES)}, got {bn!r}")
@@ -58,10 +58,7 @@ class LinearClassifier(nn.Module):
             if bn == "learned" and gamma_init == "uniform":
                 # "randomly initialized" affine parameters, as PyTorch < 1.2 did (gamma ~ U(0,1)).
                 nn.init.uniform_(self.bn.weight)
-        # Binary logistic regression: one weight vector w, logits (0, w^T x + b), so that
-        # cross-entropy on them is exactly the logistic loss of w^T x + b.
-        self.single_logit = single_logit and num_classes == 2
-        self.linear = nn.Linear(in_features, 1 if self.single_logit else num_classes)
+        self.linear = nn.Linear(in_features, num_classes)
         if init == "zeros":  # the usual start in analyses of GD on logistic regression
             nn.init.zeros_(self.linear.weight), nn.init.zeros_(self.linear.bias)
 
@@ -73,8 +70,7 @@ class LinearClassifier(nn.Module):
         h = self.features(x)
         if self.bn is not None:
             h = self.bn(h)
-        z = self.linear(h)
-        return torch.cat([torch.zeros_like(z), z], 1) if self.single_logit else z
+        return self.linear(h)
 
     @torch.no_grad()
     def input_space_weights(self, x: torch.Tensor | None = None) -> torch.Tensor:
@@ -84,8 +80,6 @@ class LinearClassifier(nn.Module):
         (biased) variance of the batch `x` that BN would normalize with.
         """
         w = self.linear.weight.detach().clone()
-        if self.single_logit:
-            w = torch.cat([torch.zeros_like(w), w])
         if self.bn is None:
             return w
         if self.bn.track_running_stats and self.bn.running_var is not None and not self.training:
@@ -101,11 +95,10 @@ class LinearClassifier(nn.Module):
 
 
 def linear(dataset: Dataset, bn: str = "none", c: float = 1e-5, track_running_stats: bool = True,
-           gamma_init: str = "uniform", input_norm: str = "none", single_logit: bool = False,
-           init: str = "default") -> LinearClassifier:
+           gamma_init: str = "uniform", input_norm: str = "none", init: str = "default") -> LinearClassifier:
     d = math.prod(dataset.input_shape)
     return LinearClassifier(d, dataset.num_classes, bn, c, track_running_stats, gamma_init, input_norm,
-                            single_logit, init)
+                            init)
 
 
 def nearest_centroid(dataset: Dataset, input_norm: str = "none") -> LinearClassifier:
