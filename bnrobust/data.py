@@ -152,10 +152,18 @@ class Dataset:
     y_test: torch.Tensor
     num_classes: int
     clip: tuple[float, float] | None  # valid input range, used by attacks and noise
+    # Applied to every batch before the model sees it (e.g. upscaling): the stored tensors stay
+    # small, and noise can act before it while attacks act after it, in the model's input space.
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """A stored batch as the model's input."""
+        return x if self.transform is None else self.transform(x)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.x_train.shape[1:])
+        """The shape of one model input (after `transform`)."""
+        return tuple(self.prepare(self.x_train[:1]).shape[1:])
 
 
 PREPROCESS = ("unit", "pixel-std", "image-std")
@@ -182,16 +190,52 @@ def apply_preprocess(x_train: torch.Tensor, x_test: torch.Tensor, mode: str):
     return x_train, x_test, (float(x_train.min()), float(x_train.max()))
 
 
-def mnist(root: Path, seed: int, preprocess: str = "unit", n_train: int | None = None) -> Dataset:
-    """10-class MNIST in [1, 28, 28] layout; optionally a seeded uniform subset of n_train."""
+class NearestUpscale:
+    """Upscale [N, C, H, W] images by an integer factor with nearest-neighbour interpolation.
+
+    For integer factors this is exactly PIL's Image.NEAREST resize (each pixel becomes a
+    factor x factor block). Applied per batch, so a 112x112 MNIST never sits in memory.
+    """
+
+    def __init__(self, factor: int):
+        self.factor = factor
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.factor
+        n, c, h, w = x.shape
+        return x[:, :, :, None, :, None].expand(n, c, h, k, w, k).reshape(n, c, h * k, w * k)
+
+    def __repr__(self) -> str:
+        return f"NearestUpscale({self.factor})"
+
+
+def _subset(n: int | None, size: int, rng: np.random.Generator, what: str) -> np.ndarray | None:
+    if n is None:
+        return None
+    if not (isinstance(n, int) and 0 < n <= size):
+        raise BnrobustError(f"data.{what} must be an integer in 1..{size}, got {n!r}")
+    return np.sort(rng.choice(size, size=n, replace=False))
+
+
+def mnist(root: Path, seed: int, preprocess: str = "unit", n_train: int | None = None,
+          n_test: int | None = None, size: int = 28) -> Dataset:
+    """10-class MNIST in [1, 28, 28] layout, upscaled to size x size (a multiple of 28) by
+    nearest-neighbour interpolation; optionally seeded uniform subsets of n_train / n_test."""
+    if not (isinstance(size, int) and size >= 28 and size % 28 == 0):
+        raise BnrobustError(f"data.size must be a multiple of 28 (28, 56, 84, 112, ...), got {size!r}")
     xtr, ytr, xte, yte = load_mnist_arrays(root)
-    if n_train is not None:
-        idx = np.random.default_rng(seed).choice(len(xtr), size=n_train, replace=False)
-        xtr, ytr = xtr[np.sort(idx)], ytr[np.sort(idx)]
+    rng = np.random.default_rng(seed)
+    idx = _subset(n_train, len(xtr), rng, "n_train")
+    if idx is not None:
+        xtr, ytr = xtr[idx], ytr[idx]
+    idx = _subset(n_test, len(xte), rng, "n_test")
+    if idx is not None:
+        xte, yte = xte[idx], yte[idx]
     to_t = lambda a: torch.from_numpy(a.astype(np.float32) / 255.0).unsqueeze(1)  # noqa: E731
     x_train, x_test, clip = apply_preprocess(to_t(xtr), to_t(xte), preprocess)
-    return Dataset("mnist", x_train, torch.from_numpy(ytr.astype(np.int64)), x_test,
-                   torch.from_numpy(yte.astype(np.int64)), 10, clip)
+    return Dataset("mnist" if size == 28 else f"mnist{size}", x_train, torch.from_numpy(ytr.astype(np.int64)),
+                   x_test, torch.from_numpy(yte.astype(np.int64)), 10, clip,
+                   NearestUpscale(size // 28) if size > 28 else None)
 
 
 def mnist_binary(root: Path, seed: int, classes: tuple[int, int] = (3, 7),
@@ -246,10 +290,33 @@ def gaussian_2d(root: Path, seed: int, mean0=(-5.0, 0.0), mean1=(5.0, 0.0),
     return Dataset("gaussian-2d", x_train, y_train, x_test, y_test, 2, None)
 
 
+def spheres(root: Path, seed: int, n_train: int = 500, n_test_per_class: int = 10000,
+            radii: tuple[float, float] = (1.0, 1.3), dim: int = 2) -> Dataset:
+    """"Adversarial spheres" (Gilmer et al., 2018): points of N(0, I) projected onto two
+    concentric spheres (class 0 inner, class 1 outer). A fixed finite training set of
+    n_train points (half per class) and fresh test points, n_test_per_class of each."""
+    if not (isinstance(n_train, int) and n_train >= 2 and n_test_per_class >= 1 and dim >= 1):
+        raise BnrobustError("data.n_train must be >= 2, data.n_test_per_class >= 1 and data.dim >= 1")
+    if len(radii) != 2 or not 0 < radii[0] < radii[1]:
+        raise BnrobustError(f"data.radii must be two radii 0 < r0 < r1, got {radii}")
+    g = torch.Generator().manual_seed(seed)
+
+    def sample(n0: int, n1: int):
+        z = torch.randn(n0 + n1, dim, generator=g, dtype=torch.float64)
+        y = torch.cat([torch.zeros(n0, dtype=torch.long), torch.ones(n1, dtype=torch.long)])
+        r = torch.tensor(radii, dtype=torch.float64)[y]
+        return (z / z.norm(dim=1, keepdim=True) * r[:, None]).float(), y
+
+    x_train, y_train = sample(n_train // 2, n_train - n_train // 2)
+    x_test, y_test = sample(n_test_per_class, n_test_per_class)
+    return Dataset("spheres", x_train, y_train, x_test, y_test, 2, None)
+
+
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "mnist": mnist,
     "mnist-binary": mnist_binary,
     "gaussian-2d": gaussian_2d,
+    "spheres": spheres,
 }
 
 

@@ -122,7 +122,8 @@ def run_config(cfg: dict, root: Path | None = None, device: torch.device | str =
     ds = get_dataset(cfg, root)
     torch.manual_seed(seed)
     model = build_model(cfg["model"], ds).to(device)
-    result = train(model, ds.x_train, ds.y_train, TrainConfig.from_dict(cfg["train"]), seed, progress)
+    result = train(model, ds.x_train, ds.y_train, TrainConfig.from_dict(cfg["train"]), seed, progress,
+                   ds.transform, ds.clip)
     record: dict[str, Any] = {"status": result.status, "reason": result.reason, "history": result.history,
                               "metrics": {}}
     if result.status == "ok":
@@ -247,6 +248,7 @@ class Column:
     label: str
     metric: str
     digits: int = 2
+    relative: bool = False  # shown as a ratio to the variant's baseline (Experiment.ratio_to), if it has one
 
 
 @dataclass
@@ -269,6 +271,7 @@ class Experiment:
     checks: Callable[["Results"], list[tuple[str, bool]]] | None = None  # the paper's claims, tested
     figures: list[Callable[["Results", Path], list[str]]] = field(default_factory=list)
     discrepancies: dict[str, str] = field(default_factory=dict)   # "variant/column" -> why it differs
+    ratio_to: dict[str, str] = field(default_factory=dict)        # variant -> baseline of its relative columns
 
     def configs(self, scale: str, seeds: int | None = None,
                 overrides: dict[str, Any] | None = None) -> list[tuple[str, int, dict]]:
@@ -314,6 +317,21 @@ class Results:
 
     def mean(self, variant: str, metric: str) -> float:
         return self.stat(variant, metric)[0]
+
+    def ratio(self, variant: str, baseline: str, metric: str) -> tuple[float, float, int]:
+        """Mean, SEM and count over seeds of metric(variant, seed s) / metric(baseline, seed s)."""
+        base = {r.seed: r.metric(metric) for r in self.ok_runs(baseline)}
+        vals = [r.metric(metric) / base[r.seed] for r in self.ok_runs(variant)
+                if r.metric(metric) is not None and base.get(r.seed) not in (None, 0)]
+        return mean_sem(vals)
+
+    def cell(self, variant: str, column: Column) -> tuple[float, float, int]:
+        """What a report table shows for (variant, column): the metric, or its ratio to the
+        variant's baseline for relative columns."""
+        baseline = self.experiment.ratio_to.get(variant)
+        if column.relative and baseline:
+            return self.ratio(variant, baseline, column.metric)
+        return self.stat(variant, column.metric)
 
 
 def plan(exp: Experiment, out: Path, scale: str, seeds: int | None = None,

@@ -32,13 +32,22 @@ Perturb = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def accuracy_and_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, perturb: Perturb | None = None,
-                      batch_size: int = 1000, device: torch.device | str = "cpu") -> tuple[float, float]:
-    """Accuracy (%) and mean cross-entropy of `model` on (optionally perturbed) batches."""
+                      batch_size: int = 1000, device: torch.device | str = "cpu",
+                      transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                      pre_perturb: Perturb | None = None) -> tuple[float, float]:
+    """Accuracy (%) and mean cross-entropy of `model` on (optionally perturbed) batches.
+
+    Each stored batch goes through pre_perturb, then transform (e.g. upscaling), then
+    perturb: noise "before upscaling" is a pre_perturb, attacks on the model's input a perturb."""
     model.eval()
     bs = len(x) if batch_size in (0, None) else batch_size
     correct, loss_sum = 0, 0.0
     for i in range(0, len(x), bs):
         xb, yb = x[i:i + bs].to(device), y[i:i + bs].to(device)
+        if pre_perturb is not None:
+            xb = pre_perturb(xb, yb)
+        if transform is not None:
+            xb = transform(xb)
         if perturb is not None:
             xb = perturb(xb, yb)
         with torch.no_grad():
@@ -75,8 +84,9 @@ def mean_sem(values: Sequence[float]) -> tuple[float, float, int]:
 # Named evaluations
 
 
-def _acc_loss(model, ds: Dataset, ctx: EvalContext, perturb=None) -> dict:
-    acc, loss = accuracy_and_loss(model, ds.x_test, ds.y_test, perturb, ctx.batch_size, ctx.device)
+def _acc_loss(model, ds: Dataset, ctx: EvalContext, perturb=None, pre_perturb=None) -> dict:
+    acc, loss = accuracy_and_loss(model, ds.x_test, ds.y_test, perturb, ctx.batch_size, ctx.device,
+                                  ds.transform, pre_perturb)
     return {"acc": acc, "loss": loss}
 
 
@@ -84,10 +94,20 @@ def eval_clean(model, ds, ctx) -> dict:
     return _acc_loss(model, ds, ctx)
 
 
-def eval_awgn(model, ds, ctx, sigma: float = 1.0, clip: bool = True) -> dict:
-    """Accuracy under x + N(0, sigma^2); clip=False leaves noisy inputs outside the valid range."""
+def eval_train(model, ds, ctx) -> dict:
+    """Accuracy and loss on the training set (in eval mode): did the model fit its data?"""
+    acc, loss = accuracy_and_loss(model, ds.x_train, ds.y_train, None, ctx.batch_size, ctx.device, ds.transform)
+    return {"acc": acc, "loss": loss}
+
+
+def eval_awgn(model, ds, ctx, sigma: float = 1.0, clip: bool = True, before_transform: bool = False) -> dict:
+    """Accuracy under x + N(0, sigma^2); clip=False leaves noisy inputs outside the valid range.
+    before_transform=True adds the noise to the stored image (e.g. 28x28 before upscaling)."""
     g = torch.Generator().manual_seed(ctx.seed + 12345)  # same noise for every model of a seed
-    return _acc_loss(model, ds, ctx, lambda xb, yb: attacks.awgn(xb, sigma, ctx.clip if clip else None, g))
+    noise = lambda xb, yb: attacks.awgn(xb, sigma, ctx.clip if clip else None, g)  # noqa: E731
+    if before_transform:
+        return _acc_loss(model, ds, ctx, pre_perturb=noise)
+    return _acc_loss(model, ds, ctx, noise)
 
 
 def eval_fgsm(model, ds, ctx, eps: float = 0.1, norm: str = "linf", target: str = "none") -> dict:
@@ -100,6 +120,16 @@ def eval_pgd(model, ds, ctx, eps: float, steps: int = 20, step_size: float | Non
     g = torch.Generator().manual_seed(ctx.seed + 54321)
     return _acc_loss(model, ds, ctx, lambda xb, yb: attacks.pgd(
         model, xb, yb, eps, steps, step, norm, random_start, ctx.clip, target, g))
+
+
+def eval_adv_damage(model, ds, ctx, eps: float = 0.1) -> dict:
+    """Adversarial damage: mean cross-entropy after an FGSM attack minus before it, and its
+    growth predicted by Simon-Gabriel et al. (2019, Thm. 4), sqrt(d / d0), for inputs upscaled
+    from d0 (the stored images) to d dimensions."""
+    clean = _acc_loss(model, ds, ctx)["loss"]
+    adv = _acc_loss(model, ds, ctx, lambda xb, yb: attacks.fgsm(model, xb, yb, eps, "linf", ctx.clip))["loss"]
+    d, d0 = math.prod(ds.input_shape), math.prod(ds.x_test.shape[1:])
+    return {"damage": adv - clean, "pred": math.sqrt(d / d0)}
 
 
 def eval_tilt(model, ds, ctx) -> dict:
@@ -146,7 +176,8 @@ def eval_masking(model, ds, ctx, eps: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.
                  steps: int = 20, n: int = 500, norm: str = "linf") -> dict:
     """Accuracy-vs-eps curves of FGSM and PGD (step eps/10, no random start) on the first
     n test points, and the gradient-masking checks on them."""
-    sub = Dataset(ds.name, ds.x_train, ds.y_train, ds.x_test[:n], ds.y_test[:n], ds.num_classes, ds.clip)
+    sub = Dataset(ds.name, ds.x_train, ds.y_train, ds.x_test[:n], ds.y_test[:n], ds.num_classes, ds.clip,
+                  ds.transform)
     if ctx.batch_size == 0:  # batch statistics: use the same batch as the other metrics
         sub = ds
     clean = _acc_loss(model, sub, ctx)["acc"]
@@ -158,11 +189,84 @@ def eval_masking(model, ds, ctx, eps: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.
     return {"eps": list(eps), "fgsm": f, "pgd": p, "passed": not problems, "problems": problems}
 
 
+def eval_converged(model, ds, ctx) -> dict:
+    """flag = 1.0 if the model (in eval mode) classifies every training point correctly, else 0.0:
+    'trained to 100% training accuracy'. Its mean over seeds is the fraction that converged."""
+    acc, _ = accuracy_and_loss(model, ds.x_train, ds.y_train, None, ctx.batch_size, ctx.device, ds.transform)
+    return {"flag": float(acc == 100.0)}
+
+
+def two_minibatches(n: int, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of two disjoint random mini-batches of a training set of n points (seeded)."""
+    if not (isinstance(batch_size, int) and 2 <= batch_size <= n // 2):
+        raise BnrobustError(f"batch_size must be an integer in 2..{n // 2} (two disjoint batches), got {batch_size!r}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 777))
+    return perm[:batch_size], perm[batch_size:2 * batch_size]
+
+
+@torch.no_grad()
+def batch_representations(model, x: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
+    """Representations at `layers` (1-based hidden layers; 0 = the input) of ONE mini-batch passed
+    through a copy of `model` in train mode, so BN normalizes it with that batch's own statistics."""
+    import copy
+    if not hasattr(model, "representations"):
+        raise BnrobustError("this metric needs a model with .representations (e.g. deep-linear)")
+    reps = [x.flatten(1)] + copy.deepcopy(model).train().representations(x)
+    if max(layers) >= len(reps):
+        raise BnrobustError(f"layers {list(layers)} exceed the model's {len(reps) - 1} hidden layers")
+    return [reps[i] for i in layers]
+
+
+def pca2(z: torch.Tensor) -> torch.Tensor:
+    """The rows of z (float64) projected on their two principal components."""
+    z = z.double() - z.double().mean(0)
+    return z @ torch.linalg.svd(z, full_matrices=False)[2][:2].T
+
+
+def quadratic_probe_accuracy(z: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy (%) on its own data of a least-squares fit of +-1 class targets on the quadratic
+    features (1, z1, z2, z1^2, z2^2, z1 z2) of 2-D points. Two concentric circles, or any one
+    affine image of them (concentric ellipses), are fitted exactly, so it gives 100% there."""
+    z = z.double() / z.double().std().clamp_min(1e-300)
+    f = torch.stack([torch.ones_like(z[:, 0]), z[:, 0], z[:, 1], z[:, 0] ** 2, z[:, 1] ** 2, z[:, 0] * z[:, 1]], 1)
+    w = torch.linalg.lstsq(f, (2.0 * y.double() - 1)[:, None], driver="gelsd").solution
+    return 100.0 * float(((f @ w)[:, 0] > 0).eq(y.bool()).double().mean())
+
+
+def eval_batch_mixing(model, ds, ctx, batch_size: int = 100, layers: Sequence[int] = (2, 14)) -> dict:
+    """Fig. 8 in numbers, for a model with `.representations` (deep-linear): two disjoint random
+    mini-batches A, B of training points, each passed through the model on its own in train mode.
+    Per layer l (`input`, `layer<l>`):
+    probe: accuracy of `quadratic_probe_accuracy` on the 2-D PCA projection of A and B pooled
+      (100% whenever the network maps both batches by the same affine map, as without BN);
+    shift: mean distance between the representations of A's first half computed within A and
+      within a batch whose other half is from B, over the RMS spread of A's representation
+      (0 when a point's representation does not depend on the rest of its batch)."""
+    ia, ib = two_minibatches(len(ds.x_train), batch_size, ctx.seed)
+    xa, xb = (ds.prepare(ds.x_train[i]).to(ctx.device) for i in (ia, ib))
+    y = torch.cat([ds.y_train[ia], ds.y_train[ib]])
+    h, ls = batch_size // 2, [0, *layers]
+    ra, rb = batch_representations(model, xa, ls), batch_representations(model, xb, ls)
+    rm = batch_representations(model, torch.cat([xa[:h], xb[h:]]), ls)
+    out = {}
+    for layer, a, b, m in zip(ls, ra, rb, rm):
+        a, b, m = a.double().cpu(), b.double().cpu(), m.double().cpu()
+        spread = (a - a.mean(0)).norm(dim=1).pow(2).mean().sqrt().clamp_min(1e-300)
+        out["input" if layer == 0 else f"layer{layer}"] = {
+            "probe": quadratic_probe_accuracy(pca2(torch.cat([a, b])), y),
+            "shift": float((a[:h] - m[:h]).norm(dim=1).mean() / spread)}
+    return out
+
+
 EVALS: dict[str, Callable[..., dict]] = {
     "clean": eval_clean,
+    "train": eval_train,
     "awgn": eval_awgn,
     "fgsm": eval_fgsm,
     "pgd": eval_pgd,
     "tilt": eval_tilt,
+    "adv-damage": eval_adv_damage,
     "masking": eval_masking,
+    "converged": eval_converged,
+    "batch-mixing": eval_batch_mixing,
 }

@@ -70,7 +70,7 @@ def table_markdown(results: Results) -> tuple[str, list[str]]:
                  (f" ({len(runs) - n_ok - n_failed} missing)" if len(runs) - n_ok - n_failed else "")
         row = [variant, n_cell]
         for c in cols:
-            stat = results.stat(variant, c.metric)
+            stat = results.cell(variant, c)
             row.append(fmt(stat[0], stat[1], c.digits))
             if has_ref:
                 ref = exp.reference.get(variant, {}).get(c.label)
@@ -128,8 +128,9 @@ def summary(results: Results) -> dict:
     for variant in results.by_variant():
         out[variant] = {}
         for c in exp.columns:
-            m, s, n = results.stat(variant, c.metric)
-            out[variant][c.label] = {"mean": m, "sem": s, "n": n, "metric": c.metric,
+            m, s, n = results.cell(variant, c)
+            ratio_to = exp.ratio_to.get(variant) if c.relative else None
+            out[variant][c.label] = {"mean": m, "sem": s, "n": n, "metric": c.metric, "ratio_to": ratio_to,
                                      "paper": exp.reference.get(variant, {}).get(c.label)}
     return out
 

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
+
+from .attacks import pgd
 
 from .errors import BnrobustError
 
@@ -17,6 +20,7 @@ SCHEDULES = ("constant", "step", "cosine")
 @dataclass(frozen=True)
 class TrainConfig:
     lr: float = 0.1
+    lr_per_example: bool = False   # True: the step size is lr * batch_size (e.g. Yang et al.'s 1e-5 * B)
     epochs: int = 10
     batch_size: int = 128          # 0 = full batch (plain gradient descent)
     momentum: float = 0.0
@@ -24,6 +28,12 @@ class TrainConfig:
     schedule: str = "constant"     # "step": multiply lr by `gamma` at each epoch in `milestones`
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
+    # PGD adversarial training (Madry et al., 2018) when adv_eps > 0: every batch is replaced by
+    # l_inf PGD examples made with the model in eval mode, as AdverTorch's MNIST tutorial does.
+    adv_eps: float = 0.0
+    adv_steps: int = 20
+    adv_step_size: float = 0.03
+    adv_random_start: bool = True
 
     def __post_init__(self):
         def bad(name, what):
@@ -43,6 +53,12 @@ class TrainConfig:
             bad("schedule", f"one of {', '.join(SCHEDULES)}")
         if not (num(self.gamma) and self.gamma > 0):
             bad("gamma", "a positive number")
+        if not (num(self.adv_eps) and self.adv_eps >= 0):
+            bad("adv_eps", "a number >= 0 (0 = no adversarial training)")
+        if not (isinstance(self.adv_steps, int) and self.adv_steps >= 1):
+            bad("adv_steps", "an integer >= 1")
+        if not (num(self.adv_step_size) and self.adv_step_size > 0):
+            bad("adv_step_size", "a positive number")
         object.__setattr__(self, "milestones", tuple(self.milestones))
 
     @classmethod
@@ -75,10 +91,14 @@ def _lr_at(cfg: TrainConfig, epoch: int) -> float:
 
 
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, seed: int,
-          progress: bool = False) -> TrainResult:
+          progress: bool = False, transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+          clip: tuple[float, float] | None = None) -> TrainResult:
     """Minimize cross-entropy with SGD. Batches are drawn by a generator seeded with `seed`,
     so a run is deterministic on CPU. A non-finite loss stops training and returns a
-    "failed" result instead of raising or silently continuing."""
+    "failed" result instead of raising or silently continuing.
+
+    transform (e.g. upscaling) is applied to each batch, so x can stay small in memory;
+    clip is the valid input range that adversarial training keeps its examples in."""
     result = TrainResult()
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.epochs == 0 or not params:
@@ -89,10 +109,11 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     bs = n if cfg.batch_size == 0 else min(cfg.batch_size, n)
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
+    adv_gen = torch.Generator().manual_seed(seed + 1)
     model.train()
     for epoch in tqdm(range(cfg.epochs), desc="epochs", leave=False, disable=not progress):
         for group in opt.param_groups:
-            group["lr"] = _lr_at(cfg, epoch)
+            group["lr"] = _lr_at(cfg, epoch) * (bs if cfg.lr_per_example else 1)
         perm = torch.randperm(n, generator=gen).to(device) if bs < n else None
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
@@ -104,6 +125,13 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
                 if len(idx) < 2 and start > 0:  # a batch of one breaks BN's batch statistics
                     continue
                 xb, yb = x[idx], y[idx]
+            if transform is not None:
+                xb = transform(xb)
+            if cfg.adv_eps > 0:
+                model.eval()
+                xb = pgd(model, xb, yb, cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size, "linf",
+                         cfg.adv_random_start, clip, generator=adv_gen)
+                model.train()
             out = model(xb)
             loss = F.cross_entropy(out, yb)
             opt.zero_grad(set_to_none=True)
