@@ -132,6 +132,49 @@ def eval_adv_damage(model, ds, ctx, eps: float = 0.1) -> dict:
     return {"damage": adv - clean, "pred": math.sqrt(d / d0)}
 
 
+_CORRUPTED: dict[tuple, torch.Tensor] = {}  # the corrupted test sets of the current dataset objects
+
+
+def _corrupted_test_set(ds: Dataset, suite: str, name: str, severity: int, seed: int) -> torch.Tensor:
+    """The test images under one corruption, computed once per (dataset, corruption, seed) and
+    shared by every model of a sweep that uses the same dataset object."""
+    from .corruptions import corrupt
+    key = (id(ds.x_test), suite, name, severity, seed)
+    if key not in _CORRUPTED:
+        if len(_CORRUPTED) > 64:
+            _CORRUPTED.clear()
+        lo, hi = ds.clip if ds.clip is not None else (0.0, 1.0)
+        if (lo, hi) != (0.0, 1.0):
+            raise BnrobustError("the 'corruptions' metric needs images in [0, 1] (data preprocess 'unit'); "
+                                "put per-image standardization in the model (model.input_norm) instead")
+        x = ds.x_test.permute(0, 2, 3, 1).numpy()  # [N, H, W, C] in [0, 1]
+        if x.shape[-1] == 1:
+            x = x[..., 0]
+        out = corrupt(np.round(x * 255.0).astype(np.uint8), name, severity, seed, suite)
+        t = torch.from_numpy(out.astype(np.float32) / 255.0)
+        _CORRUPTED[key] = (t.unsqueeze(1) if t.dim() == 3 else t.permute(0, 3, 1, 2)).contiguous()
+    return _CORRUPTED[key]
+
+
+def eval_corruptions(model, ds, ctx, suite: str = "mnist", names: Sequence[str] | None = None,
+                     severities: Sequence[int] | None = None) -> dict:
+    """Accuracy under each common corruption of `suite` (MNIST-C or CIFAR-10-C, computed by
+    bnrobust.corruptions with the run's seed), averaged over severities, and "overall", the
+    mean over corruptions."""
+    from .corruptions import SEVERITIES, corruption_names
+    names = list(names) if names is not None else corruption_names(suite)
+    severities = list(severities) if severities is not None else list(SEVERITIES[suite])
+    out: dict = {}
+    for name in names:
+        accs = []
+        for sev in severities:
+            x = _corrupted_test_set(ds, suite, name, sev, ctx.seed)
+            accs.append(accuracy_and_loss(model, x, ds.y_test, None, ctx.batch_size, ctx.device, ds.transform)[0])
+        out[name] = float(np.mean(accs))
+    out["overall"] = float(np.mean([out[n] for n in names]))
+    return out
+
+
 def eval_tilt(model, ds, ctx) -> dict:
     """Tilting angle theta of a binary linear model w.r.t. the nearest-centroid classifier,
     with BN folded into w (w * gamma / sqrt(var + c)), both in the space the linear
@@ -265,6 +308,7 @@ EVALS: dict[str, Callable[..., dict]] = {
     "fgsm": eval_fgsm,
     "pgd": eval_pgd,
     "tilt": eval_tilt,
+    "corruptions": eval_corruptions,
     "adv-damage": eval_adv_damage,
     "masking": eval_masking,
     "converged": eval_converged,
