@@ -24,3 +24,4 @@ def get_experiment(exp_id: str) -> Experiment:
 from . import linear  # noqa: E402,F401  (registers the section A experiments)
 from . import input_dim  # noqa: E402,F401  (section B)
 from . import spheres  # noqa: E402,F401  (section C)
+from . import depth_batch  # noqa: E402,F401  (section C, Figs. 2 and 6)
