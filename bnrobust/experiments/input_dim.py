@@ -69,8 +69,8 @@ register(Experiment(
         "eval": LINEAR_EVAL,
     },
     variants=_variants((28, 56, 84, 112), (False,), with_lambda=True),
-    seeds={"quick": 2, "paper": 5},
-    scales={"quick": {"train.epochs": 10}},
+    seeds={"quick": 1, "paper": 5},
+    scales={"quick": {"train.epochs": 30}},
     columns=[Column("Clean", "clean.acc", 3, relative=True),
              Column("ε=0.05", "fgsm05.acc", 2, relative=True),
              Column("ε=0.1", "fgsm10.acc", 2, relative=True),
@@ -106,9 +106,17 @@ register(Experiment(
            "the damage that Thm. 4 of Simon-Gabriel et al. (2019) predicts.",
            "Weight decay is PyTorch's SGD weight_decay (adds λ·w to the gradient of every parameter, biases "
            "included) with the paper's λ per size; the paper does not say whether it decays biases.",
-           "quick scale: 10,000 training images (a seeded uniform subset), 10 epochs, 2 seeds; paper scale: "
-           "the full 60,000, 50 epochs, 5 seeds. Evaluation always uses the full 10,000 test images."],
-    discrepancies={"*/Pred.": "Pred. is the theory's sqrt(d)/28, not a measurement."},
+           "quick scale: all 60,000 training images, 30 epochs, 1 seed; paper scale: 50 epochs, 5 seeds. Weight "
+           "decay needs many steps to act (after 10 epochs the λ rows keep only 0.72-0.86 of the 28 row's FGSM "
+           "accuracy; after 50, 1.13), so the quick scale shortens training only moderately. Evaluation always "
+           "uses the full 10,000 test images."],
+    discrepancies={"*/Pred.": "Pred. is the theory's sqrt(d)/28, not a measurement.",
+                   "28": "Our sqrt(d)=28 model fits slightly worse (91.8% vs 92.4% clean, loss 0.298 vs 0.268) and "
+                         "is more vulnerable to FGSM (34% vs 54%; adversarial loss 1.87 vs 1.41). The paper does "
+                         "not say whether its FGSM clips to [0, 1] or how it initializes; we clip and use PyTorch's "
+                         "default initialization. Ratios are relative to our own 28 row, so they are comparable.",
+                   "*/ε=0.1": "Relative to a more vulnerable 28 row (see the 28 row), the ratios of the unregularized "
+                              "rows fall less steeply than the paper's, and the λ rows land above 1 (1.13)."},
     checks=_ratio_checks_linear,
 ))
 
