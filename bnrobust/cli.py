@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-report", action="store_true", help="skip writing the report (e.g. for shards)")
     rep = sub.add_parser("report", help="write the report of an experiment's finished runs")
     common(rep)
+    cor = sub.add_parser("corruptions", help="list the MNIST-C / CIFAR-10-C corruptions, or draw them (--show)")
+    cor.add_argument("--show", action="store_true", help="write a grid PNG of every corruption and severity")
+    cor.add_argument("--suite", choices=("mnist", "cifar10"), help="one suite only (default: both)")
+    cor.add_argument("--out", default="results/corruptions", help="folder for the PNGs (default: results/corruptions)")
+    cor.add_argument("--data-dir", help="dataset root (default: $BNROBUST_DATA, else ~/.cache/bnrobust)")
+    cor.add_argument("--seed", type=int, default=0, help="corruption seed (default: 0)")
     return p
 
 
@@ -108,6 +114,32 @@ def cmd_report(args) -> None:
         print(f"{exp.id}: report written to {write_report(results, Path(args.out) / exp.id / args.scale)}")
 
 
+def cmd_corruptions(args) -> None:
+    from . import corruptions as C
+    suites = [args.suite] if args.suite else list(C.SUITES)
+    if not args.show:
+        for suite in suites:
+            levels = C.SEVERITIES[suite]
+            sev = "one severity" if len(levels) == 1 else f"severities {levels[0]}..{levels[-1]}"
+            print(f"{suite} ({sev}): {', '.join(C.corruption_names(suite))}")
+        return
+    root = _root(args)
+    for suite in suites:
+        if suite == "mnist":
+            if (root / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz").exists():
+                from .data import load_mnist_arrays
+                images = load_mnist_arrays(root, download=False)[2][:4]
+            else:
+                print(f"mnist: no MNIST under {root}; using synthetic digit-like images")
+                images = C.synthetic_digits(4, seed=args.seed)
+        elif (root / "cifar-10-batches-py").is_dir():
+            images = C.load_cifar10_arrays(root)[2][:1]
+        else:
+            print(f"cifar10: no {root / 'cifar-10-batches-py'}; using synthetic images (smooth random colours)")
+            images = C.synthetic_color_images(1, seed=args.seed)
+        print(C.show_grid(images, suite, Path(args.out) / f"corruptions_{suite}.png", seed=args.seed))
+
+
 def _root(args) -> Path:
     from .data import data_root
     return data_root(args.data_dir)
@@ -120,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_list()
         elif args.command == "run":
             cmd_run(args)
+        elif args.command == "corruptions":
+            cmd_corruptions(args)
         else:
             cmd_report(args)
     except BnrobustError as e:
