@@ -301,6 +301,54 @@ def eval_batch_mixing(model, ds, ctx, batch_size: int = 100, layers: Sequence[in
     return out
 
 
+def eval_cw(model, ds, ctx, n: int = 1000, confidence: float = 0.0, lr: float = 1e-2,
+            binary_search_steps: int = 9, initial_const: float = 1e-3, max_iterations: int = 10000) -> dict:
+    """Carlini-Wagner L2 (untargeted) on the first n test points, as App. J / Fig. 13 report it:
+    over the points the model classifies correctly, `success` (%) is the share misclassified
+    with margin > confidence and l2_mean / l2_median are over those successes (None if none)."""
+    model.eval()
+    x, y = ds.x_test[:n], ds.y_test[:n]
+    bs = len(x) if ctx.batch_size in (0, None) else ctx.batch_size
+    correct, success, l2 = [], [], []
+    for i in range(0, len(x), bs):
+        xb, yb = ds.prepare(x[i:i + bs]).to(ctx.device), y[i:i + bs].to(ctx.device)
+        with torch.no_grad():
+            correct.append((model(xb).argmax(1) == yb).cpu())
+        adv = attacks.cw_l2(model, xb, yb, confidence, lr, binary_search_steps, initial_const, max_iterations,
+                            clip=ctx.clip)
+        st = attacks.cw_l2_stats(model, xb, adv, yb, confidence)
+        success.append(st["success"].cpu())
+        l2.append(st["l2"].cpu())
+    correct, success, l2 = torch.cat(correct), torch.cat(success), torch.cat(l2)
+    hit = l2[correct & success].double()
+    return {"n": len(x), "clean": 100.0 * float(correct.double().mean()),
+            "success": 100.0 * float((correct & success).sum()) / max(1, int(correct.sum())),
+            "l2_mean": float(hit.mean()) if len(hit) else None,
+            "l2_median": float(hit.median()) if len(hit) else None}
+
+
+def eval_fooling(model, ds, ctx, n_per_class: int = 10, steps: Sequence[int] = (1, 10, 100),
+                 step_size: float = 0.2, init_std: float = 0.1, clip: Sequence[float] | None = None) -> dict:
+    """Fooling images (App. J, Figs. 12, 14) in numbers: after each number of steps, the mean
+    softmax margin (the paper's confidence: top-1 minus top-2 probability), the mean margin of
+    the target class (negative where it is not predicted), and the % classified as the target.
+    clip overrides the dataset's valid range (the paper clips its Per-img images to [-1, 1])."""
+    model.eval()
+    g = torch.Generator().manual_seed(ctx.seed + 24680)
+    steps = sorted(int(s) for s in steps)
+    rec, targets = attacks.fooling_trajectory(model, n_per_class, ds.num_classes, ds.input_shape, steps[-1],
+                                              steps, step_size, init_std,
+                                              tuple(clip) if clip is not None else ctx.clip, g, ctx.device)
+    out: dict = {"steps": steps, "margin_mean": [], "target_margin_mean": [], "target_rate": []}
+    for s in steps:
+        with torch.no_grad():
+            logits = model(rec[s])
+        out["margin_mean"].append(float(attacks.softmax_margin(logits).mean()))
+        out["target_margin_mean"].append(float(attacks.softmax_margin(logits, targets).mean()))
+        out["target_rate"].append(100.0 * float((logits.argmax(1) == targets).double().mean()))
+    return out
+
+
 EVALS: dict[str, Callable[..., dict]] = {
     "clean": eval_clean,
     "train": eval_train,
@@ -313,4 +361,6 @@ EVALS: dict[str, Callable[..., dict]] = {
     "masking": eval_masking,
     "converged": eval_converged,
     "batch-mixing": eval_batch_mixing,
+    "cw": eval_cw,
+    "fooling": eval_fooling,
 }
