@@ -311,6 +311,11 @@ class Results:
     def ok_runs(self, variant: str) -> list[Run]:
         return [r for r in self.runs if r.variant == variant and r.ok]
 
+    def first_ok(self, variant: str) -> Run | None:
+        """The first successful run of a variant (the one figures draw), or None."""
+        runs = self.ok_runs(variant)
+        return runs[0] if runs else None
+
     def stat(self, variant: str, metric: str) -> tuple[float, float, int]:
         """Mean, SEM and count of a metric over the successful seeds of a variant."""
         return mean_sem([r.metric(metric) for r in self.ok_runs(variant)])

@@ -10,6 +10,7 @@ from bnrobust import attacks
 from bnrobust.data import Dataset
 from bnrobust.errors import BnrobustError
 from bnrobust.metrics import EvalContext, eval_cw, eval_fooling
+from bnrobust.models import MLP
 from bnrobust.train import TrainConfig, train
 
 BUDGET = dict(binary_search_steps=5, max_iterations=200, initial_const=1e-3)  # paper: 9 x 10,000
@@ -35,20 +36,10 @@ def sectors() -> Dataset:
     return Dataset("sectors", x[:600], y[:600], x[600:], y[600:], 3, (0.0, 1.0))
 
 
-class MLP(nn.Module):
-    def __init__(self, bn=False):
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(20, 64), *([nn.BatchNorm1d(64)] if bn else []), nn.ReLU(),
-                                 nn.Linear(64, 3))
-
-    def forward(self, x):
-        return self.net(x)
-
-
 @pytest.fixture(scope="module", params=[False, True], ids=["mlp", "mlp-bn"])
 def trained(request, sectors):
     torch.manual_seed(0)
-    model = MLP(bn=request.param)
+    model = MLP(20, 3, depth=1, width=64, bn_layers=[1] if request.param else [])
     train(model, sectors.x_train, sectors.y_train, TrainConfig(lr=0.1, epochs=30, batch_size=50, momentum=0.9), 0)
     return model.eval()
 

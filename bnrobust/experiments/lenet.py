@@ -20,11 +20,6 @@ PGD_TRAIN = {"train.adv_eps": 0.3, "train.adv_steps": 20, "train.adv_step_size":
              "train.adv_random_start": True}
 
 
-def _first_ok(results: Results, variant: str):
-    runs = results.ok_runs(variant)
-    return runs[0] if runs else None
-
-
 # ---------------------------------------------------------------------------
 # mnist-c (Table 8)
 
@@ -145,6 +140,12 @@ J1_VARIANTS = {
     "Per-img": {"train.weight_decay": 0.01, "model.input_norm": "image-std"},
 }
 J1_QUICK = {"data.n_train": 10000, "train.epochs": 5}
+
+
+def _j1_base(eval_batch_size: int, **metrics: dict) -> dict:
+    """The appendix J.1 LeNet run (data, model, training) with clean accuracy and `metrics`."""
+    return {"data": {"name": "mnist"}, "model": dict(LENET), "train": dict(J1_TRAIN),
+            "eval": {"batch_size": eval_batch_size, "metrics": {"clean": {"name": "clean"}, **metrics}}}
 J1_NOTES = ["Appendix J.1: AdverTorch's LeNet-5, 90 epochs of SGD at lr 0.01, batch 50. 'L2': λ = 0.01; 'BN': BN "
             "after both convolutions (γ, β learned, c = 1e-5, momentum 0.1), no weight decay; 'Per-img': L2 plus "
             "per-image standardization as the model's first layer (so attacks act on pixels).",
@@ -157,7 +158,7 @@ def fooling_figure(results: Results, out: Path) -> list[str]:
     from ..attacks import fooling_trajectory, softmax_margin
     paths = []
     for variant in J1_VARIANTS:
-        run = _first_ok(results, variant)
+        run = results.first_ok(variant)
         if run is None:
             continue
         spec = run.config["eval"]["metrics"]["fooling"]
@@ -204,16 +205,8 @@ register(Experiment(
     description="Start from N(0, 0.1) noise and take PGD-l2 steps of 0.2 towards each target class; after 1 to "
                 "100 steps, the BN LeNet classifies images that barely resemble digits with full confidence, "
                 "while the L2 and per-image baselines need class-relevant strokes.",
-    base={
-        "data": {"name": "mnist"},
-        "model": dict(LENET),
-        "train": dict(J1_TRAIN),
-        "eval": {"batch_size": 1000, "metrics": {
-            "clean": {"name": "clean"},
-            "fooling": {"name": "fooling", "n_per_class": 10, "steps": [1, 10, 100], "step_size": 0.2,
-                        "init_std": 0.1},
-        }},
-    },
+    base=_j1_base(1000, fooling={"name": "fooling", "n_per_class": 10, "steps": [1, 10, 100], "step_size": 0.2,
+                                 "init_std": 0.1}),
     variants={**J1_VARIANTS, "Per-img": {**J1_VARIANTS["Per-img"], "eval.metrics.fooling.clip": [-1.0, 1.0]}},
     seeds={"quick": 1, "paper": 1},
     scales={"quick": dict(J1_QUICK)},
@@ -229,7 +222,7 @@ register(Experiment(
 
 def cw_figure(results: Results, out: Path) -> list[str]:
     """Fig. 13: clean test images and their CW-L2 adversarials for each model."""
-    runs = [(v, _first_ok(results, v)) for v in J1_VARIANTS]
+    runs = [(v, results.first_ok(v)) for v in J1_VARIANTS]
     runs = [(v, r) for v, r in runs if r is not None]
     if not runs:
         return []
@@ -274,16 +267,8 @@ register(Experiment(
     description="Untargeted Carlini & Wagner (2017) L2 attack (confidence k = 4, Adam lr 1e-2, 9 binary-search "
                 "steps from c = 1e-3, up to 10,000 iterations) on correctly classified test images; the mean "
                 "l2 norm of successful perturbations per model.",
-    base={
-        "data": {"name": "mnist"},
-        "model": dict(LENET),
-        "train": dict(J1_TRAIN),
-        "eval": {"batch_size": 500, "metrics": {
-            "clean": {"name": "clean"},
-            "cw": {"name": "cw", "n": 1000, "confidence": 4.0, "lr": 1e-2, "binary_search_steps": 9,
-                   "initial_const": 1e-3, "max_iterations": 10000},
-        }},
-    },
+    base=_j1_base(500, cw={"name": "cw", "n": 1000, "confidence": 4.0, "lr": 1e-2, "binary_search_steps": 9,
+                           "initial_const": 1e-3, "max_iterations": 10000}),
     variants=dict(J1_VARIANTS),
     seeds={"quick": 1, "paper": 3},
     scales={"quick": {**J1_QUICK, "eval.metrics.cw.n": 100, "eval.metrics.cw.max_iterations": 1000,

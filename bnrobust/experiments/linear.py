@@ -42,11 +42,6 @@ CLEAN, AWGN, FGSM, THETA = (Column("Test Acc.", "clean.acc"), Column("AWGN Acc."
                             Column("FGSM Acc.", "fgsm.acc"), Column("θ (deg)", "theta.deg"))
 
 
-def _first_ok(results: Results, variant: str):
-    runs = results.ok_runs(variant)
-    return runs[0] if runs else None
-
-
 # ---------------------------------------------------------------------------
 # toy-tilting (Fig. 1)
 
@@ -63,7 +58,7 @@ def _boundary(ax, model, lim, transform=None, **kw):
 
 
 def toy_figure(results: Results, out: Path) -> list[str]:
-    gd, bn = _first_ok(results, "GD"), _first_ok(results, "BNGD")
+    gd, bn = results.first_ok("GD"), results.first_ok("BNGD")
     if gd is None or bn is None:
         return []
     ds = get_dataset(gd.config, results.root)
@@ -313,7 +308,7 @@ def _c_name(c: float) -> str:
 
 
 def _tracking_weights(results: Results, variant: str) -> np.ndarray | None:
-    run = _first_ok(results, variant)
+    run = results.first_ok(variant)
     if run is None:
         return None
     model, ds = run.model(results.root), get_dataset(run.config, results.root)
