@@ -11,7 +11,8 @@ import pytest
 from bnrobust.cli import main
 
 TINY = {
-    "input-dim-linear": ["data.n_train=3000", "train.epochs=2"],
+    # lr 0.05: at lr 0.01, 47 steps leave the 28 model at 65% and the larger inputs train faster.
+    "input-dim-linear": ["data.n_train=3000", "train.epochs=2", "train.lr=0.05"],
     "input-dim-mlp": ["data.n_train=1000", "data.n_test=300", "train.epochs=2", "train.lr=0.05", "eval.metrics.bim.steps=5",
                       "eval.metrics.bim.step_size=0.02"],
     "depth-batch-grid": ["data.n_train=300", "data.n_test=300", "train.epochs=1"],
@@ -57,12 +58,13 @@ def test_experiment_runs_end_to_end(exp_id, mnist_root, out):
 
 def test_input_dim_linear_ratios_and_direction(mnist_root, out):
     tmp_path = out  # the runs of the end-to-end test above are reused, not recomputed
-    args = ["run", "input-dim-linear", "--data-dir", str(mnist_root), "--out", str(tmp_path), "--seeds", "2",
-            "--set", "data.n_train=3000", "--set", "train.epochs=2"]
+    args = ["run", "input-dim-linear", "--data-dir", str(mnist_root), "--out", str(tmp_path), "--seeds", "2"]
+    for item in TINY["input-dim-linear"]:
+        args += ["--set", item]
     assert main(args) == 0
     summary = json.loads((tmp_path / "input-dim-linear" / "quick" / "results.json").read_text())["summary"]
     assert summary["28"]["Clean"]["ratio_to"] is None and summary["56"]["Clean"]["ratio_to"] == "28"
-    assert summary["28"]["Clean"]["mean"] > 50 and 0.9 < summary["56"]["Clean"]["mean"] < 1.1
+    assert summary["28"]["Clean"]["mean"] > 75 and 0.9 < summary["56"]["Clean"]["mean"] < 1.15
     assert [summary[s]["Pred."]["mean"] for s in ("56", "84", "112")] == [2.0, 3.0, 4.0]
     report = (tmp_path / "input-dim-linear" / "quick" / "report.md").read_text()
     assert "- [x] Without weight decay FGSM (ε=0.1) accuracy falls as sqrt(d) grows" in report

@@ -70,7 +70,7 @@ def test_mlp_bn_placement_width_and_validation():
     deep = build_model({"name": "mlp", "depth": 5, "width": 16, "bn_layers": "all", "c": 1e-3, "init": "he"}, ds)
     bns = [layer for layer in deep if isinstance(layer, torch.nn.BatchNorm1d)]
     assert len(bns) == 5 and all(b.eps == 1e-3 for b in bns)
-    w = deep[4].weight  # second hidden Linear, He init: variance 2 / fan_in
+    w = deep[4].weight.detach()  # second hidden Linear, He init: variance 2 / fan_in
     assert abs(float(w.var()) - 2 / 16) < 0.05
     for bad, msg in (({"depth": 2}, "exactly one of width"), ({"width": 8, "bn_layers": [3]}, "bn_layers"),
                      ({"width": 8, "init": "xavier"}, "init"), ({"width": 8, "c": 0}, "model.c")):
