@@ -169,3 +169,17 @@ def test_report_regenerates_from_stored_runs(tmp_path, capsys):
     res = load_results(get_experiment("toy-tilting"), tmp_path, "quick")
     assert len(res.runs) == 4 and all(r.ok for r in res.runs)
     assert (tmp_path / "toy-tilting" / "quick" / "fig1_toy_tilting.png").stat().st_size > 10000
+
+
+def test_no_scale_override_is_silently_undone_by_a_variant():
+    """Variant overrides are applied after scale overrides; a variant that sets a key the scale
+    also sets would silently undo the scale (as the PGD step count of mnist-c once did)."""
+    from bnrobust.experiments import EXPERIMENTS
+    deliberate = {("bn-tracking", "quick", "(e) nearest centroid", "train.epochs")}  # 0 epochs: nothing to train
+    clashes = {(e.id, scale, name, key) for e in EXPERIMENTS.values() for scale, over in e.scales.items()
+               for name, vo in e.variants.items() for key in over if key in vo and vo[key] != over[key]}
+    assert clashes == deliberate
+    cfg = {v: c for v, _, c in EXPERIMENTS["mnist-c"].configs("quick")}
+    assert cfg["PGD"]["train"]["adv_steps"] == 5 and cfg["PGD BN"]["train"]["adv_eps"] == 0.3
+    cfg = {v: c for v, _, c in EXPERIMENTS["mnist-c"].configs("paper")}
+    assert cfg["PGD"]["train"]["adv_steps"] == 20 and cfg["PGD"]["train"]["adv_step_size"] == 0.03

@@ -16,8 +16,9 @@ from . import register
 LENET = {"name": "lenet5", "bn": False, "c": 1e-5, "input_norm": "none"}
 # Appendix J.1: 90 epochs of SGD, constant lr 0.01, batch 50.
 J1_TRAIN = {"lr": 0.01, "epochs": 90, "batch_size": 50}
-PGD_TRAIN = {"train.adv_eps": 0.3, "train.adv_steps": 20, "train.adv_step_size": 0.03,
-             "train.adv_random_start": True}
+# The variants switch PGD training on; its step count and size live in the base config, because
+# variant overrides are applied after scale overrides and would undo a scale's cheaper PGD.
+PGD_TRAIN = {"train.adv_eps": 0.3, "train.adv_random_start": True}
 
 
 # ---------------------------------------------------------------------------
@@ -70,6 +71,9 @@ def mnist_c_checks(r: Results) -> list[tuple[str, bool]]:
                     f"{100 * keep:.0f}% of clean) while BN and PGD models lose a lot: "
                     + ", ".join(f"{v} {a:.1f}%" for v, a in others.items()),
                     keep > 0.75 and all(a < m("Per-img", f"mnistc.{name}") - 10 for a in others.values())))
+    clean = {v: m(v, "clean.acc") for v in MNIST_C_VARIANTS}
+    out.insert(0, ("Every model trained (clean accuracy above 90%; the comparison means nothing otherwise): "
+                   + ", ".join(f"{v} {a:.1f}%" for v, a in clean.items()), all(a > 90 for a in clean.values())))
     overall = {v: m(v, "mnistc.overall") for v in MNIST_C_VARIANTS}
     out.append(("BN reduces the mean MNIST-C accuracy relative to Per-img (paper: 87.0% vs 76%): "
                 f"{overall['Per-img']:.1f}% vs {overall['BN']:.1f}%", overall["BN"] < overall["Per-img"]))
@@ -104,7 +108,7 @@ register(Experiment(
     base={
         "data": {"name": "mnist"},
         "model": dict(LENET),
-        "train": {"lr": 0.01, "epochs": 20, "batch_size": 50},
+        "train": {"lr": 0.01, "epochs": 20, "batch_size": 50, "adv_steps": 20, "adv_step_size": 0.03},
         "eval": {"batch_size": 1000, "metrics": {
             "clean": {"name": "clean"},
             "mnistc": {"name": "corruptions", "suite": "mnist"},
@@ -112,7 +116,9 @@ register(Experiment(
     },
     variants=MNIST_C_VARIANTS,
     seeds={"quick": 1, "paper": 3},
-    scales={"quick": {"data.n_train": 10000, "train.epochs": 3, "train.adv_steps": 5,
+    # quick: momentum 0.9 so that 2 epochs train; without it PGD training stays at chance (11%)
+    # after 3 epochs on 10,000 images, and the per-image model reaches only 91%.
+    scales={"quick": {"train.epochs": 2, "train.momentum": 0.9, "train.adv_steps": 5,
                       "train.adv_step_size": 0.1}},
     columns=[Column("Clean", "clean.acc", 2)]
     + [Column(MNIST_C_LABELS[n], f"mnistc.{n}", 1) for n in MNIST_C_ORDER]
@@ -126,7 +132,9 @@ register(Experiment(
            "(Madry et al., 2018), examples made in eval mode as AdverTorch's tutorial does.",
            "Corruptions are computed by bnrobust (deterministic, seeded by the run's seed), not read from the "
            "released MNIST-C files; with the files, `bnrobust.corruptions.load_mnist_c` reads them.",
-           "quick scale: 10,000 training images, 3 epochs, PGD training with 5 steps of 0.1 (same ε), 1 seed."],
+           "quick scale: all 60,000 training images but 2 epochs with momentum 0.9 (the paper's schedule has "
+           "none), PGD training with 5 steps of 0.1 (same ε), 1 seed. Without momentum, 2-3 short epochs leave "
+           "the PGD model at chance."],
     checks=mnist_c_checks, figures=[mnist_c_figure],
 ))
 
