@@ -20,8 +20,10 @@ demo: $(BIN)/.installed  ## Table 1 at the paper's settings (5 seeds x 4 models,
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
 
-bench: $(BIN)/.installed
+bench: $(BIN)/.installed  ## trainer/attacks and MLP trainer vs plain PyTorch; corruption suites (~6 min)
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_mlp.py
+	$(BIN)/python benchmarks/bench_corruptions.py
 
 clean:
 	rm -rf $(VENV) results

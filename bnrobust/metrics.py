@@ -331,21 +331,27 @@ def eval_fooling(model, ds, ctx, n_per_class: int = 10, steps: Sequence[int] = (
                  step_size: float = 0.2, init_std: float = 0.1, clip: Sequence[float] | None = None) -> dict:
     """Fooling images (App. J, Figs. 12, 14) in numbers: after each number of steps, the mean
     softmax margin (the paper's confidence: top-1 minus top-2 probability), the mean margin of
-    the target class (negative where it is not predicted), and the % classified as the target.
-    clip overrides the dataset's valid range (the paper clips its Per-img images to [-1, 1])."""
+    the target class (negative where it is not predicted), the % classified as the target, the %
+    "saturated" (target margin >= 0.995, shown as 1.00 in Fig. 12) and the mean l2 distance moved
+    from the starting noise. clip overrides the dataset's valid range (the paper clips its
+    Per-img images to [-1, 1])."""
     model.eval()
     g = torch.Generator().manual_seed(ctx.seed + 24680)
     steps = sorted(int(s) for s in steps)
     rec, targets = attacks.fooling_trajectory(model, n_per_class, ds.num_classes, ds.input_shape, steps[-1],
-                                              steps, step_size, init_std,
+                                              [0, *steps], step_size, init_std,
                                               tuple(clip) if clip is not None else ctx.clip, g, ctx.device)
-    out: dict = {"steps": steps, "margin_mean": [], "target_margin_mean": [], "target_rate": []}
+    out: dict = {"steps": steps, "margin_mean": [], "target_margin_mean": [], "target_rate": [], "saturated": [],
+                 "moved_l2": []}
     for s in steps:
         with torch.no_grad():
             logits = model(rec[s])
+        target_margin = attacks.softmax_margin(logits, targets)
         out["margin_mean"].append(float(attacks.softmax_margin(logits).mean()))
-        out["target_margin_mean"].append(float(attacks.softmax_margin(logits, targets).mean()))
+        out["target_margin_mean"].append(float(target_margin.mean()))
         out["target_rate"].append(100.0 * float((logits.argmax(1) == targets).double().mean()))
+        out["saturated"].append(100.0 * float((target_margin >= 0.995).double().mean()))
+        out["moved_l2"].append(float((rec[s] - rec[0]).flatten(1).norm(dim=1).mean()))
     return out
 
 

@@ -61,6 +61,7 @@ def table_markdown(results: Results) -> tuple[str, list[str]]:
         head.append(f"{c.label} (ours)")
         if has_ref:
             head.append(f"{c.label} (paper, reference)")
+    head = [h.replace("|", "\\|") for h in head]  # labels like ||δ||₂ must not split the Markdown cells
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     flags = []
     unexplained = ("no explanation recorded; the quick scale trains less than the paper (see Notes)"

@@ -46,6 +46,8 @@ def test_experiment_runs_end_to_end(exp_id, mnist_root, out):
     report = (folder / "report.md").read_text()
     assert re.findall(r"^- \[( |x)\] ", report, flags=re.M), "the report checks the paper's claims"
     assert "(paper, reference)" in report or exp_id == "depth-batch-grid"
+    table = report[report.index("\n| Model"):].strip().split("\n\n")[0].splitlines()
+    assert len({len(re.findall(r"(?<!\\)\|", line)) for line in table}) == 1, "every table row has the same cells"
     for fig in FIGURES.get(exp_id, []):
         assert (folder / fig).stat().st_size > 5000 and f"]({fig})" in report
     summary = json.loads((folder / "results.json").read_text())["summary"]

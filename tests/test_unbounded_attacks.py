@@ -180,4 +180,7 @@ def test_cw_and_fooling_metrics(trained, sectors):
     fool = eval_fooling(trained, sectors, ctx, n_per_class=4, steps=(1, 30))
     assert fool["steps"] == [1, 30] and fool["target_rate"][1] >= fool["target_rate"][0]
     assert fool["target_margin_mean"][0] < fool["target_margin_mean"][1]
+    assert fool["saturated"][0] <= fool["saturated"][1] and 0 <= fool["saturated"][1] <= 100
+    # An l2 step of 0.2 moves an image by at most 0.2: clipping to the box only shortens it.
+    assert 0 < fool["moved_l2"][0] <= 0.2 + 1e-5 and fool["moved_l2"][0] < fool["moved_l2"][1] <= 30 * 0.2 + 1e-4
     json.dumps(cw), json.dumps(fool)

@@ -93,7 +93,8 @@ def mnist_c_figure(results: Results, out: Path) -> list[str]:
         ax.bar(xs + i * width, [s[0] for s in stats], width,
                yerr=[0 if np.isnan(s[1]) else s[1] for s in stats], label=v)
     ax.set_xticks(xs + 0.4 - width / 2, [MNIST_C_LABELS[n] for n in MNIST_C_ORDER], rotation=45, ha="right")
-    ax.set_ylabel("test accuracy (%)"), ax.set_ylim(0, 100), ax.legend(ncol=4)
+    ax.set_ylabel("test accuracy (%)"), ax.set_ylim(0, 115), ax.set_yticks(range(0, 101, 20))
+    ax.legend(ncol=4, loc="upper center")  # above the bars, in the headroom
     ax.set_title(f"MNIST-C (computed by bnrobust), {results.scale} scale")
     fig.tight_layout()
     return [save_figure(fig, out / "table8_mnist_c.png")]
@@ -147,7 +148,9 @@ J1_VARIANTS = {
     "BN": {"model.bn": True},
     "Per-img": {"train.weight_decay": 0.01, "model.input_norm": "image-std"},
 }
-J1_QUICK = {"data.n_train": 10000, "train.epochs": 5}
+# quick: as mnist-c's quick scale, 2 epochs on all 60,000 images with momentum 0.9; 5 plain epochs on
+# 10,000 images left the L2 model at 89% clean.
+J1_QUICK = {"train.epochs": 2, "train.momentum": 0.9}
 
 
 def _j1_base(eval_batch_size: int, **metrics: dict) -> dict:
@@ -157,7 +160,7 @@ def _j1_base(eval_batch_size: int, **metrics: dict) -> dict:
 J1_NOTES = ["Appendix J.1: AdverTorch's LeNet-5, 90 epochs of SGD at lr 0.01, batch 50. 'L2': λ = 0.01; 'BN': BN "
             "after both convolutions (γ, β learned, c = 1e-5, momentum 0.1), no weight decay; 'Per-img': L2 plus "
             "per-image standardization as the model's first layer (so attacks act on pixels).",
-            "quick scale: 10,000 training images and 5 epochs instead of 60,000 and 90."]
+            "quick scale: 2 epochs with momentum 0.9 instead of 90 epochs of plain SGD (all 60,000 images)."]
 
 
 def fooling_figure(results: Results, out: Path) -> list[str]:
@@ -197,15 +200,23 @@ def fooling_figure(results: Results, out: Path) -> list[str]:
 
 
 def fooling_checks(r: Results) -> list[tuple[str, bool]]:
-    def last(v, key):
+    def at(v, key, i):
         runs = r.ok_runs(v)
-        return float(np.mean([run.metric(f"fooling.{key}")[-1] for run in runs])) if runs else float("nan")
-    bn, l2, pi = (last(v, "margin_mean") for v in ("BN", "L2", "Per-img"))
+        return float(np.mean([run.metric(f"fooling.{key}")[i] for run in runs])) if runs else float("nan")
+    steps = next((run.metric("fooling.steps") for run in r.runs if run.ok), [0])
+    mid = 1 if len(steps) > 2 else 0  # an intermediate step: after the last one every model is fooled
     return [("The attack is not masked: fooling images reach their target class on every model "
-             "(target rate after the last step: " + ", ".join(f"{v} {last(v, 'target_rate'):.0f}%" for v in J1_VARIANTS)
-             + ")", all(last(v, "target_rate") >= 90 for v in J1_VARIANTS)),
-            (f"The BN model is fooled with higher confidence than the baselines (mean softmax margin after the last "
-             f"step: BN {bn:.2f}, L2 {l2:.2f}, Per-img {pi:.2f})", bn > l2 and bn > pi)]
+             "(target rate after the last step: " + ", ".join(f"{v} {at(v, 'target_rate', -1):.0f}%" for v in J1_VARIANTS)
+             + ")", all(at(v, "target_rate", -1) >= 90 for v in J1_VARIANTS)),
+            (f"The BN model is fooled with high confidence sooner than the L2 model, which has the same input range "
+             f"(mean target margin after {steps[mid]} steps: BN {at('BN', 'target_margin_mean', mid):.2f}, L2 "
+             f"{at('L2', 'target_margin_mean', mid):.2f}; Per-img, whose input is standardized, "
+             f"{at('Per-img', 'target_margin_mean', mid):.2f})",
+             at("BN", "target_margin_mean", mid) > at("L2", "target_margin_mean", mid)),
+            (f"Per-img makes no fully saturated prediction (paper); % of its fooling images with target margin "
+             f">= 0.995 after {steps[-1]} steps: {at('Per-img', 'saturated', -1):.0f}% (BN "
+             f"{at('BN', 'saturated', -1):.0f}%, L2 {at('L2', 'saturated', -1):.0f}%)",
+             at("Per-img", "saturated", -1) == 0)]
 
 
 register(Experiment(
