@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from bnrobust.data import NearestUpscale
-from bnrobust.models import MLP
+from bnrobust.models.mlp import MLP
 from bnrobust.train import TrainConfig, train
 
 

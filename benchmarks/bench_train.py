@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from bnrobust import attacks
-from bnrobust.models import LinearClassifier
+from bnrobust.models.linear import LinearClassifier
 from bnrobust.train import TrainConfig, train
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bnrobust.data import Dataset, gaussian_2d
+from bnrobust.data import Dataset
+from bnrobust.data.synthetic import gaussian_2d
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -5,8 +5,9 @@ from torch import nn
 
 from bnrobust import attacks
 from bnrobust.errors import BnrobustError
-from bnrobust.metrics import EvalContext, accuracy_and_loss, eval_masking, masking_problems
-from bnrobust.models import LinearClassifier
+from bnrobust.eval import EvalContext, accuracy_and_loss, masking_problems
+from bnrobust.eval.metrics import eval_masking
+from bnrobust.models.linear import LinearClassifier
 from bnrobust.train import TrainConfig, train
 
 
@@ -147,7 +148,7 @@ def test_matches_foolbox(trained, blobs, kind, eps):
 
 
 def test_matches_foolbox_on_mnist37_linear(mnist_root):
-    from bnrobust.data import mnist_binary
+    from bnrobust.data.mnist import mnist_binary
     ds = mnist_binary(mnist_root, seed=0)
     torch.manual_seed(0)
     model = LinearClassifier(784, 2)

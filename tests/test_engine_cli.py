@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from bnrobust.cli import main
-from bnrobust.engine import apply_overrides, config_hash, load_results, sweep
+from bnrobust.config import apply_overrides, config_hash
+from bnrobust.runner.sweep import load_results, sweep
 from bnrobust.experiments import EXPERIMENTS, get_experiment
-from bnrobust.metrics import mean_sem, tilt_angle
+from bnrobust.eval import mean_sem, tilt_angle
 
 import torch
 

@@ -9,10 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from bnrobust.data import Dataset, NearestUpscale, mnist, spheres
-from bnrobust.engine import Column, Experiment, Results, Run
+from bnrobust.data import Dataset, NearestUpscale
+from bnrobust.data.mnist import mnist
+from bnrobust.data.synthetic import spheres
+from bnrobust.experiments.base import Column, Experiment, Results
+from bnrobust.runner.storage import Run
 from bnrobust.errors import BnrobustError
-from bnrobust.metrics import EVALS, EvalContext, accuracy_and_loss
+from bnrobust.eval import EVALS, EvalContext, accuracy_and_loss
 from bnrobust.models import build_model
 from bnrobust.train import TrainConfig, train
 

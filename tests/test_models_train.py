@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from bnrobust.errors import BnrobustError
-from bnrobust.models import LinearClassifier, build_model
+from bnrobust.models import build_model
+from bnrobust.models.linear import LinearClassifier
 from bnrobust.train import TrainConfig, train
 
 
@@ -90,7 +91,7 @@ def test_bad_train_config(bad, match):
 
 
 def test_step_schedule():
-    from bnrobust.train import _lr_at
+    from bnrobust.train.trainer import _lr_at
     cfg = TrainConfig(lr=0.1, epochs=10, schedule="step", milestones=(3, 6), gamma=0.1)
     assert [round(_lr_at(cfg, e), 6) for e in (0, 3, 6)] == [0.1, 0.01, 0.001]
     assert math.isclose(_lr_at(TrainConfig(lr=1.0, epochs=4, schedule="cosine"), 2), 0.5)

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from bnrobust.cli import main
-from bnrobust.data import spheres
-from bnrobust.metrics import batch_representations, pca2, quadratic_probe_accuracy, two_minibatches
-from bnrobust.models import deep_linear
+from bnrobust.data.synthetic import spheres
+from bnrobust.eval.representations import batch_representations, pca2, quadratic_probe_accuracy, two_minibatches
+from bnrobust.models.mlp import deep_linear
 
 
 @pytest.fixture(autouse=True)

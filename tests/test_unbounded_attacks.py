@@ -9,8 +9,9 @@ from torch import nn
 from bnrobust import attacks
 from bnrobust.data import Dataset
 from bnrobust.errors import BnrobustError
-from bnrobust.metrics import EvalContext, eval_cw, eval_fooling
-from bnrobust.models import MLP
+from bnrobust.eval import EvalContext
+from bnrobust.eval.metrics import eval_cw, eval_fooling
+from bnrobust.models.mlp import MLP
 from bnrobust.train import TrainConfig, train
 
 BUDGET = dict(binary_search_steps=5, max_iterations=200, initial_const=1e-3)  # paper: 9 x 10,000

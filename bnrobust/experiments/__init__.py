@@ -1,7 +1,7 @@
 """The registry of named experiments (ids as in the experiment catalogue)."""
 from __future__ import annotations
 
-from ..engine import Experiment
+from .base import Experiment
 from ..errors import BnrobustError
 
 EXPERIMENTS: dict[str, Experiment] = {}

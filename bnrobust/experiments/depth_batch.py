@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine import Column, Experiment, Results
-from ..plots import plt, save_figure
+from .base import Column, Experiment, Results
+from ..report.figures import plt, save_figure
 from . import register
 
 PAPER_B = (5, 10, 20, 50, 100, 150, 200, 250)
@@ -23,12 +23,15 @@ QUICK_L = (2, 10, 20, 30)
 TRAINED = 50.0  # clean test accuracy (%) above which we count a net as trained (chance is 10%)
 
 
+BN = {"name": "bn", "c": 1e-3}
+
+
 def _name(bn: bool, depth: int, batch: int) -> str:
     return f"{'BN' if bn else 'no BN'} L={depth} B={batch}"
 
 
 def _grid(batches, depths) -> dict[str, dict]:
-    return {_name(bn, L, B): {"model.depth": L, "model.bn_layers": "all" if bn else [],
+    return {_name(bn, L, B): {"model.depth": L, "model.norm": BN if bn else "none",
                               "train.batch_size": B, "train.epochs": 10 if bn else 40}
             for bn in (True, False) for L in depths for B in batches}
 
@@ -133,7 +136,7 @@ register(Experiment(
                 "Thm. 3.10.",
     base={
         "data": {"name": "mnist"},
-        "model": {"name": "mlp", "depth": 10, "width": 384, "bn_layers": "all", "c": 1e-3, "init": "he"},
+        "model": {"name": "mlp", "depth": 10, "width": 384, "norm": BN, "init": "he"},
         "train": {"lr": 1e-5, "lr_per_example": True, "epochs": 10, "batch_size": 50},
         "eval": {"batch_size": 1000, "metrics": {
             "clean": {"name": "clean"},

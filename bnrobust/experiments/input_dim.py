@@ -6,7 +6,7 @@ batch (`data.size`), so no upscaled copy of the dataset is ever held in memory.
 """
 from __future__ import annotations
 
-from ..engine import Column, Experiment, Results
+from .base import Column, Experiment, Results
 from . import register
 
 LAMBDAS = {56: 0.01, 84: 0.0225, 112: 0.05}  # the paper's l2 constants per sqrt(d) (Table 13)
@@ -17,7 +17,7 @@ def _variants(sizes, bn_options, with_lambda: bool) -> dict[str, dict]:
     for size in sizes:
         for bn in bn_options:
             name = f"{size}" + (" BN" if bn else "")
-            over = {"data.size": size, **({"model.bn_layers": [1]} if bn else {})}
+            over = {"data.size": size, **({"model.norm": "bn", "model.norm_layers": [1]} if bn else {})}
             out[name] = over
             if with_lambda and size in LAMBDAS:
                 out[f"{name} λ={LAMBDAS[size]}"] = {**over, "train.weight_decay": LAMBDAS[size]}
@@ -156,7 +156,7 @@ register(Experiment(
                 "(Table 14).",
     base={
         "data": {"name": "mnist", "size": 28},
-        "model": {"name": "mlp", "depth": 2, "width_ratio": 0.5, "bn_layers": []},
+        "model": {"name": "mlp", "depth": 2, "width_ratio": 0.5, "norm": "none"},
         "train": {"lr": 0.01, "epochs": 50, "batch_size": 128},
         "eval": {"batch_size": 500, "metrics": {
             "clean": {"name": "clean"},

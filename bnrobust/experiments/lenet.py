@@ -9,16 +9,19 @@ import torch
 
 from .. import attacks
 from ..corruptions import MNIST_C, corrupt
-from ..engine import Column, Experiment, Results, get_dataset
-from ..plots import plt, save_figure
+from ..runner.execute import get_dataset
+from .base import Column, Experiment, PerScale, Results
+from ..report.figures import plt, save_figure
 from . import register
 
-LENET = {"name": "lenet5", "bn": False, "c": 1e-5, "input_norm": "none"}
+LENET = {"name": "lenet5", "norm": "none", "input_norm": "none"}
 # Appendix J.1: 90 epochs of SGD, constant lr 0.01, batch 50.
 J1_TRAIN = {"lr": 0.01, "epochs": 90, "batch_size": 50}
-# The variants switch PGD training on; its step count and size live in the base config, because
-# variant overrides are applied after scale overrides and would undo a scale's cheaper PGD.
-PGD_TRAIN = {"train.adv_eps": 0.3, "train.adv_random_start": True}
+# PGD adversarial training (l_inf, eps 0.3, random start): 20 steps of 0.03 at paper scale, 5 of 0.1 at
+# quick scale (the variant's overrides differ by scale, so a scale cannot be undone by a variant).
+PGD = {"name": "pgd", "eps": 0.3, "random_start": True}
+PGD_TRAIN = {"paper": {"train.adversarial": {**PGD, "steps": 20, "step_size": 0.03}},
+             "quick": {"train.adversarial": {**PGD, "steps": 5, "step_size": 0.1}}}
 # Quick scale of every LeNet experiment: 2 epochs on all 60,000 images with momentum 0.9. Shorter
 # plain-SGD schedules (3-5 epochs on 10,000 images) left PGD training at chance (11%), the
 # per-image model at 91% and the L2 model at 89% clean.
@@ -54,9 +57,9 @@ TABLE8 = {  # paper Table 8, reference only: corruption -> (Per-img, BN, PGD, PG
 }
 MNIST_C_VARIANTS = {
     "Per-img": {"model.input_norm": "image-std", "train.weight_decay": 0.01},
-    "BN": {"model.bn": True},
-    "PGD": dict(PGD_TRAIN),
-    "PGD BN": {"model.bn": True, **PGD_TRAIN},
+    "BN": {"model.norm": "bn"},
+    "PGD": PerScale({s: dict(o) for s, o in PGD_TRAIN.items()}),
+    "PGD BN": PerScale({s: {"model.norm": "bn", **o} for s, o in PGD_TRAIN.items()}),
 }
 
 
@@ -113,7 +116,7 @@ register(Experiment(
     base={
         "data": {"name": "mnist"},
         "model": dict(LENET),
-        "train": {"lr": 0.01, "epochs": 20, "batch_size": 50, "adv_steps": 20, "adv_step_size": 0.03},
+        "train": {"lr": 0.01, "epochs": 20, "batch_size": 50},
         "eval": {"batch_size": 1000, "metrics": {
             "clean": {"name": "clean"},
             "mnistc": {"name": "corruptions", "suite": "mnist"},
@@ -121,7 +124,7 @@ register(Experiment(
     },
     variants=MNIST_C_VARIANTS,
     seeds={"quick": 1, "paper": 3},
-    scales={"quick": {**QUICK_LENET, "train.adv_steps": 5, "train.adv_step_size": 0.1}},
+    scales={"quick": dict(QUICK_LENET)},
     columns=[Column("Clean", "clean.acc", 2)]
     + [Column(MNIST_C_LABELS[n], f"mnistc.{n}", 1) for n in MNIST_C_ORDER]
     + [Column("Overall", "mnistc.overall", 1)],
@@ -146,7 +149,7 @@ register(Experiment(
 
 J1_VARIANTS = {
     "L2": {"train.weight_decay": 0.01},
-    "BN": {"model.bn": True},
+    "BN": {"model.norm": "bn"},
     "Per-img": {"train.weight_decay": 0.01, "model.input_norm": "image-std"},
 }
 

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine import Column, Experiment, Results, get_dataset
-from ..metrics import nearest_centroid_direction
-from ..plots import plt, save_figure, weight_image
+from ..runner.execute import get_dataset
+from .base import Column, Experiment, Results
+from ..eval import nearest_centroid_direction
+from ..report.figures import plt, save_figure, weight_image
 from . import register
 
 # ---------------------------------------------------------------------------
@@ -18,7 +19,7 @@ from . import register
 
 MNIST37 = {
     "data": {"name": "mnist-binary", "classes": [3, 7], "n_per_class": 2500, "preprocess": "unit"},
-    "model": {"name": "linear", "bn": "none", "c": 1e-5},
+    "model": {"name": "linear", "norm": "none"},
     "train": {"lr": 0.1, "epochs": 50, "batch_size": 128},
     "eval": {"batch_size": 1000, "metrics": {
         "clean": {"name": "clean"},
@@ -38,6 +39,10 @@ MNIST37_NOTES = [
     "theta for BN models uses the tracked running variance (what the model uses at test time), "
     "except for models evaluated with batch statistics, which use the test batch's variance.",
 ]
+# The paper's BNGD: BN on the input with gamma=1, beta=0 fixed ('Affine F'), or learned from gamma ~ U(0, 1)
+# ('Affine T', "randomly initialized" as PyTorch < 1.2 did).
+BNGD = {"name": "bn", "affine": "fixed", "c": 1e-5}
+BNGD_LEARNED = {"name": "bn", "affine": "learned", "gamma_init": "uniform", "c": 1e-5}
 CLEAN, AWGN, FGSM, THETA = (Column("Test Acc.", "clean.acc"), Column("AWGN Acc.", "awgn.acc"),
                             Column("FGSM Acc.", "fgsm.acc"), Column("θ (deg)", "theta.deg"))
 
@@ -73,7 +78,7 @@ def toy_figure(results: Results, out: Path) -> list[str]:
         ax.set_xlim(-lim[0], lim[0]), ax.set_ylim(-lim[1], lim[1]), ax.set_aspect("equal")
         ax.set_xlabel("x1 (task-relevant)"), ax.set_ylabel("x2 (task-irrelevant)")
     model = bn.model(results.root)
-    bnl = model.bn
+    bnl = model.norm
     xn = ((ds.x_train - bnl.running_mean) / torch.sqrt(bnl.running_var + bnl.eps)).numpy()
     axes[2].scatter(xn[:, 0], xn[:, 1], c=y, cmap="coolwarm", s=6, alpha=0.6)
     _boundary(axes[2], model, (3.0, 4.0), transform=model.linear, colors="k")
@@ -97,11 +102,11 @@ register(Experiment(
     base={
         "data": {"name": "gaussian-2d", "mean0": [-5.0, 0.0], "mean1": [5.0, 0.0],
                  "cov": [[1.0, 0.05], [0.05, 0.01]], "n_train": 1000, "n_test": 10000},
-        "model": {"name": "linear", "bn": "none", "c": 1e-5, "init": "zeros"},
+        "model": {"name": "linear", "norm": "none", "init": "zeros"},
         "train": {"lr": 0.1, "epochs": 1000, "batch_size": 0},
         "eval": {"batch_size": 0, "metrics": {"clean": {"name": "clean"}, "theta": {"name": "tilt"}}},
     },
-    variants={"GD": {}, "BNGD": {"model.bn": "fixed"}},
+    variants={"GD": {}, "BNGD": {"model.norm": BNGD}},
     seeds={"quick": 3, "paper": 5},
     columns=[CLEAN, THETA],
     reference={"GD": {"θ (deg)": 0.0}, "BNGD": {"θ (deg)": 66.7}},
@@ -157,7 +162,7 @@ register(Experiment(
     base={**MNIST37, "eval": {**MNIST37["eval"], "metrics": {
         **MNIST37["eval"]["metrics"], "masking": {"name": "masking", "n": 500}}}},
     variants={"GD": {}, "GD + WD": {"train.weight_decay": 0.1},
-              "BNGD Affine F": {"model.bn": "fixed"}, "BNGD Affine T": {"model.bn": "learned"}},
+              "BNGD Affine F": {"model.norm": BNGD}, "BNGD Affine T": {"model.norm": BNGD_LEARNED}},
     seeds={"quick": 2, "paper": 5},
     scales={"quick": {"train.epochs": 10}},
     columns=[CLEAN, AWGN, FGSM, THETA],
@@ -274,7 +279,7 @@ register(Experiment(
     description="BNGD (gamma=1, beta=0 fixed) with c swept over [1e-3, 20], against GD with an L2 penalty "
                 "λ swept over [1e-3, 9]; clean accuracy against FGSM (eps=0.1) and AWGN N(0,1) accuracy.",
     base=MNIST37,
-    variants={**{_bn_name(c): {"model.bn": "fixed", "model.c": c} for c in C_VALUES},
+    variants={**{_bn_name(c): {"model.norm": {**BNGD, "c": c}} for c in C_VALUES},
               **{_l2_name(v): {"train.weight_decay": v} for v in L2_VALUES}},
     seeds={"quick": 2, "paper": 4},
     scales={"quick": {"train.epochs": 10}},
@@ -291,8 +296,8 @@ register(Experiment(
 # bn-tracking (appendix I, Figs. 10-11)
 
 TRACK_MODELS = {
-    "(a) BNGD, eval mode (tracked stats)": {"model.bn": "fixed"},
-    "(b) BNGD, train mode (test-batch stats)": {"model.bn": "fixed", "model.track_running_stats": False,
+    "(a) BNGD, eval mode (tracked stats)": {"model.norm": BNGD},
+    "(b) BNGD, train mode (test-batch stats)": {"model.norm": {**BNGD, "stats": "batch"},
                                                 "eval.batch_size": 0},
     "(c) GD, pixels in [0,1]": {},
     "(d) GD, per-image standardization": {"model.input_norm": "image-std"},
@@ -367,7 +372,7 @@ register(Experiment(
                 "standardized images, and the nearest-centroid classifier; then BNGD in eval mode with c "
                 "swept from 1e-5 to 1.",
     base=MNIST37,
-    variants={**TRACK_MODELS, **EXTRA_TRACK, **{_c_name(c): {"model.bn": "fixed", "model.c": c} for c in TRACK_C}},
+    variants={**TRACK_MODELS, **EXTRA_TRACK, **{_c_name(c): {"model.norm": {**BNGD, "c": c}} for c in TRACK_C}},
     seeds={"quick": 2, "paper": 5},
     scales={"quick": {"train.epochs": 10}},
     columns=[CLEAN, FGSM, THETA],

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine import Column, Experiment, Results, get_dataset
-from ..metrics import batch_representations, pca2, two_minibatches
-from ..plots import plt, save_figure
+from ..runner.execute import get_dataset
+from .base import Column, Experiment, Results
+from ..eval.representations import batch_representations, pca2, two_minibatches
+from ..report.figures import plt, save_figure
 from . import register
 
 try:  # 95% confidence intervals of a mean over n seeds: Student t with n - 1 degrees of freedom
@@ -157,7 +158,7 @@ def curves_figure(results: Results, out: Path) -> list[str]:
 
 ADV_SPHERES_BASE = {
     "data": {"name": "spheres", "n_train": 500, "n_test_per_class": 10000},
-    "model": {"name": "mlp", "depth": 2, "width": 1000, "bn_layers": []},
+    "model": {"name": "mlp", "depth": 2, "width": 1000, "norm": "none"},
     "train": {"lr": 0.01, "epochs": 500, "batch_size": 50},
     "eval": {"batch_size": 2000, "metrics": {
         "clean": {"name": "clean"},
@@ -176,7 +177,7 @@ register(Experiment(
                 "points per class, clean and with additive noise N(0, 0.005 I). 'Converged' is the fraction of "
                 "seeds whose final model classifies all 500 training points correctly.",
     base=ADV_SPHERES_BASE,
-    variants={_name(lr, bn): {"train.lr": lr, **({"model.bn_layers": "all"} if bn else {})}
+    variants={_name(lr, bn): {"train.lr": lr, **({"model.norm": "bn"} if bn else {})}
               for lr in LRS for bn in (False, True)},
     seeds={"quick": 2, "paper": 5},
     scales={"quick": {"train.epochs": 300}},
@@ -313,12 +314,12 @@ register(Experiment(
                 "gets its own map, and the pooled representations of the two batches mix the classes.",
     base={
         "data": {"name": "spheres", "n_train": 500, "n_test_per_class": 100},
-        "model": {"name": "deep-linear", "depth": 14, "width": 100, "bn": False},
+        "model": {"name": "deep-linear", "depth": 14, "width": 100, "norm": "none"},
         "train": {"lr": 0.01, "epochs": 0, "batch_size": 100},
         "eval": {"batch_size": 1000, "metrics": {
             "mix": {"name": "batch-mixing", "batch_size": 100, "layers": list(REP_LAYERS)}}},
     },
-    variants={"BN": {"model.bn": True}, "no BN": {}},
+    variants={"BN": {"model.norm": "bn"}, "no BN": {}},
     seeds={"quick": 5, "paper": 10},
     columns=[Column("Probe input", "mix.input.probe", 1), Column("Probe layer 2", "mix.layer2.probe", 1),
              Column("Probe layer 14", "mix.layer14.probe", 1), Column("Shift layer 2", "mix.layer2.shift", 3),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import BnrobustError
+from ..errors import BnrobustError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,16 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_list() -> None:
-    from .experiments import EXPERIMENTS
+    from ..experiments import EXPERIMENTS
     width = max(len(e) for e in EXPERIMENTS)
     for exp in EXPERIMENTS.values():
         print(f"{exp.id:<{width}}  {exp.paper:<26}  {exp.title}")
 
 
 def cmd_run(args) -> None:
-    from .engine import sweep
-    from .experiments import get_experiment
-    from .report import write_report
+    from ..runner.sweep import sweep
+    from ..experiments import get_experiment
+    from ..report import write_report
     exps = [get_experiment(e) for e in args.experiment]  # unknown ids fail before any work
     overrides, shard = _parse_set(args.set), _parse_shard(args.shard)
     if args.seeds is not None and args.seeds < 1:
@@ -106,16 +106,16 @@ def cmd_run(args) -> None:
 
 
 def cmd_report(args) -> None:
-    from .engine import load_results
-    from .experiments import get_experiment
-    from .report import write_report
+    from ..runner.sweep import load_results
+    from ..experiments import get_experiment
+    from ..report import write_report
     for exp in [get_experiment(e) for e in args.experiment]:
         results = load_results(exp, Path(args.out), args.scale, _root(args))
         print(f"{exp.id}: report written to {write_report(results, Path(args.out) / exp.id / args.scale)}")
 
 
 def cmd_corruptions(args) -> None:
-    from . import corruptions as C
+    from .. import corruptions as C
     suites = [args.suite] if args.suite else list(C.SUITES)
     if not args.show:
         for suite in suites:
@@ -127,7 +127,7 @@ def cmd_corruptions(args) -> None:
     for suite in suites:
         if suite == "mnist":
             if (root / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz").exists():
-                from .data import load_mnist_arrays
+                from ..data import load_mnist_arrays
                 images = load_mnist_arrays(root, download=False)[2][:4]
             else:
                 print(f"mnist: no MNIST under {root}; using synthetic digit-like images")
@@ -141,7 +141,7 @@ def cmd_corruptions(args) -> None:
 
 
 def _root(args) -> Path:
-    from .data import data_root
+    from ..data import data_root
     return data_root(args.data_dir)
 
 

@@ -1,23 +1,33 @@
-"""What we measure on a trained model: accuracy and loss (clean, noisy, attacked), the
-boundary tilting angle, gradient-masking checks, and mean +- SEM over seeds.
+"""The named evaluations an experiment's `eval.metrics` section selects (`EVALS`).
 
-Each named evaluation in EVALS is `fn(model, dataset, ctx, **params) -> dict` and is
-selected by an experiment's `eval.metrics` section.
+Each is `fn(model, ds, ctx, **options) -> dict`; its options are checked against its
+signature before any run starts. Bump `version` in its registration when its meaning changes.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Annotated, Literal, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
+from pydantic import Field
 
-from . import attacks
-from .data import Dataset
-from .errors import BnrobustError
+from .. import attacks
+from ..data import Dataset
+from ..errors import BnrobustError
+from ..registry import Registry
+from ..seeding import Stream, stream_seed
+from .masking import masking_problems
+from .measure import accuracy_and_loss, nearest_centroid_direction, tilt_angle
+from .representations import batch_representations, pca2, quadratic_probe_accuracy, two_minibatches
+
+EVALS = Registry("metric", context=("model", "ds", "ctx"))
+NonNeg = Annotated[float, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0)]
+PosInt = Annotated[int, Field(ge=1)]
+Norm = Literal["linf", "l2"]
+Target = Literal["none", "least-likely"]
 
 
 @dataclass
@@ -28,101 +38,54 @@ class EvalContext:
     device: torch.device
 
 
-Perturb = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def accuracy_and_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, perturb: Perturb | None = None,
-                      batch_size: int = 1000, device: torch.device | str = "cpu",
-                      transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                      pre_perturb: Perturb | None = None) -> tuple[float, float]:
-    """Accuracy (%) and mean cross-entropy of `model` on (optionally perturbed) batches.
-
-    Each stored batch goes through pre_perturb, then transform (e.g. upscaling), then
-    perturb: noise "before upscaling" is a pre_perturb, attacks on the model's input a perturb."""
-    model.eval()
-    bs = len(x) if batch_size in (0, None) else batch_size
-    correct, loss_sum = 0, 0.0
-    for i in range(0, len(x), bs):
-        xb, yb = x[i:i + bs].to(device), y[i:i + bs].to(device)
-        if pre_perturb is not None:
-            xb = pre_perturb(xb, yb)
-        if transform is not None:
-            xb = transform(xb)
-        if perturb is not None:
-            xb = perturb(xb, yb)
-        with torch.no_grad():
-            out = model(xb)
-        correct += int((out.argmax(1) == yb).sum())
-        loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
-    return 100.0 * correct / len(x), loss_sum / len(x)
-
-
-def nearest_centroid_direction(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """w* = mean of class 1 minus mean of class 0 (flattened)."""
-    x = x.flatten(1)
-    return x[y == 1].mean(0) - x[y == 0].mean(0)
-
-
-def tilt_angle(w: torch.Tensor, w_star: torch.Tensor) -> float:
-    """Angle in degrees, in [0, 90], between the boundary normal w and w*: the boundary is
-    a hyperplane, so the sign of w does not matter."""
-    cos = torch.dot(w.flatten().double(), w_star.flatten().double()) / (
-        w.double().norm() * w_star.double().norm())
-    return math.degrees(math.acos(min(1.0, abs(float(cos)))))
-
-
-def mean_sem(values: Sequence[float]) -> tuple[float, float, int]:
-    """Mean, standard error of the mean (ddof=1; nan for one value), count; ignores None."""
-    v = np.asarray([x for x in values if x is not None], dtype=float)
-    if len(v) == 0:
-        return math.nan, math.nan, 0
-    sem = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan
-    return float(v.mean()), sem, len(v)
-
-
-# ---------------------------------------------------------------------------
-# Named evaluations
-
-
 def _acc_loss(model, ds: Dataset, ctx: EvalContext, perturb=None, pre_perturb=None) -> dict:
     acc, loss = accuracy_and_loss(model, ds.x_test, ds.y_test, perturb, ctx.batch_size, ctx.device,
                                   ds.transform, pre_perturb)
     return {"acc": acc, "loss": loss}
 
 
+@EVALS.register("clean")
 def eval_clean(model, ds, ctx) -> dict:
+    """Accuracy and loss on the test set."""
     return _acc_loss(model, ds, ctx)
 
 
+@EVALS.register("train")
 def eval_train(model, ds, ctx) -> dict:
     """Accuracy and loss on the training set (in eval mode): did the model fit its data?"""
     acc, loss = accuracy_and_loss(model, ds.x_train, ds.y_train, None, ctx.batch_size, ctx.device, ds.transform)
     return {"acc": acc, "loss": loss}
 
 
-def eval_awgn(model, ds, ctx, sigma: float = 1.0, clip: bool = True, before_transform: bool = False) -> dict:
+@EVALS.register("awgn")
+def eval_awgn(model, ds, ctx, sigma: NonNeg = 1.0, clip: bool = True, before_transform: bool = False) -> dict:
     """Accuracy under x + N(0, sigma^2); clip=False leaves noisy inputs outside the valid range.
     before_transform=True adds the noise to the stored image (e.g. 28x28 before upscaling)."""
-    g = torch.Generator().manual_seed(ctx.seed + 12345)  # same noise for every model of a seed
+    g = torch.Generator().manual_seed(stream_seed(ctx.seed, Stream.AWGN))  # same noise for every model of a seed
     noise = lambda xb, yb: attacks.awgn(xb, sigma, ctx.clip if clip else None, g)  # noqa: E731
     if before_transform:
         return _acc_loss(model, ds, ctx, pre_perturb=noise)
     return _acc_loss(model, ds, ctx, noise)
 
 
-def eval_fgsm(model, ds, ctx, eps: float = 0.1, norm: str = "linf", target: str = "none") -> dict:
+@EVALS.register("fgsm")
+def eval_fgsm(model, ds, ctx, eps: NonNeg = 0.1, norm: Norm = "linf", target: Target = "none") -> dict:
+    """Accuracy under FGSM (one signed gradient step of size eps, clipped to the valid range)."""
     return _acc_loss(model, ds, ctx, lambda xb, yb: attacks.fgsm(model, xb, yb, eps, norm, ctx.clip, target))
 
 
-def eval_pgd(model, ds, ctx, eps: float, steps: int = 20, step_size: float | None = None,
-             norm: str = "linf", random_start: bool = False, target: str = "none") -> dict:
+@EVALS.register("pgd")
+def eval_pgd(model, ds, ctx, eps: NonNeg, steps: PosInt = 20, step_size: Optional[Positive] = None,
+             norm: Norm = "linf", random_start: bool = False, target: Target = "none") -> dict:
+    """Accuracy under PGD/BIM (step eps/10 unless given; random start optional)."""
     step = eps / 10 if step_size is None else step_size
-    g = torch.Generator().manual_seed(ctx.seed + 54321)
+    g = torch.Generator().manual_seed(stream_seed(ctx.seed, Stream.PGD))
     return _acc_loss(model, ds, ctx, lambda xb, yb: attacks.pgd(
         model, xb, yb, eps, steps, step, norm, random_start, ctx.clip, target, g))
 
 
-def eval_adv_damage(model, ds, ctx, eps: float = 0.1) -> dict:
+@EVALS.register("adv-damage")
+def eval_adv_damage(model, ds, ctx, eps: NonNeg = 0.1) -> dict:
     """Adversarial damage: mean cross-entropy after an FGSM attack minus before it, and its
     growth predicted by Simon-Gabriel et al. (2019, Thm. 4), sqrt(d / d0), for inputs upscaled
     from d0 (the stored images) to d dimensions."""
@@ -132,17 +95,12 @@ def eval_adv_damage(model, ds, ctx, eps: float = 0.1) -> dict:
     return {"damage": adv - clean, "pred": math.sqrt(d / d0)}
 
 
-_CORRUPTED: dict[tuple, torch.Tensor] = {}  # the corrupted test sets of the current dataset objects
-
-
 def _corrupted_test_set(ds: Dataset, suite: str, name: str, severity: int, seed: int) -> torch.Tensor:
     """The test images under one corruption, computed once per (dataset, corruption, seed) and
     shared by every model of a sweep that uses the same dataset object."""
-    from .corruptions import corrupt
-    key = (id(ds.x_test), suite, name, severity, seed)
-    if key not in _CORRUPTED:
-        if len(_CORRUPTED) > 64:
-            _CORRUPTED.clear()
+    from ..corruptions import corrupt
+    key = ("corrupted", suite, name, severity, seed)
+    if key not in ds.cache:
         lo, hi = ds.clip if ds.clip is not None else (0.0, 1.0)
         if (lo, hi) != (0.0, 1.0):
             raise BnrobustError("the 'corruptions' metric needs images in [0, 1] (data preprocess 'unit'); "
@@ -152,16 +110,17 @@ def _corrupted_test_set(ds: Dataset, suite: str, name: str, severity: int, seed:
             x = x[..., 0]
         out = corrupt(np.round(x * 255.0).astype(np.uint8), name, severity, seed, suite)
         t = torch.from_numpy(out.astype(np.float32) / 255.0)
-        _CORRUPTED[key] = (t.unsqueeze(1) if t.dim() == 3 else t.permute(0, 3, 1, 2)).contiguous()
-    return _CORRUPTED[key]
+        ds.cache[key] = (t.unsqueeze(1) if t.dim() == 3 else t.permute(0, 3, 1, 2)).contiguous()
+    return ds.cache[key]
 
 
-def eval_corruptions(model, ds, ctx, suite: str = "mnist", names: Sequence[str] | None = None,
-                     severities: Sequence[int] | None = None) -> dict:
+@EVALS.register("corruptions")
+def eval_corruptions(model, ds, ctx, suite: Literal["mnist", "cifar10"] = "mnist", names: Optional[list[str]] = None,
+                     severities: Optional[list[Annotated[int, Field(ge=1, le=5)]]] = None) -> dict:
     """Accuracy under each common corruption of `suite` (MNIST-C or CIFAR-10-C, computed by
     bnrobust.corruptions with the run's seed), averaged over severities, and "overall", the
     mean over corruptions."""
-    from .corruptions import SEVERITIES, corruption_names
+    from ..corruptions import SEVERITIES, corruption_names
     names = list(names) if names is not None else corruption_names(suite)
     severities = list(severities) if severities is not None else list(SEVERITIES[suite])
     out: dict = {}
@@ -175,6 +134,7 @@ def eval_corruptions(model, ds, ctx, suite: str = "mnist", names: Sequence[str] 
     return out
 
 
+@EVALS.register("tilt")
 def eval_tilt(model, ds, ctx) -> dict:
     """Tilting angle theta of a binary linear model w.r.t. the nearest-centroid classifier,
     with BN folded into w (w * gamma / sqrt(var + c)), both in the space the linear
@@ -188,35 +148,9 @@ def eval_tilt(model, ds, ctx) -> dict:
     return {"deg": tilt_angle(w[1] - w[0], w_star)}
 
 
-def masking_problems(clean: float, eps: Sequence[float], fgsm_acc: Sequence[float],
-                     pgd_acc: Sequence[float], tol: float = 0.5, floor: float = 5.0,
-                     fgsm_curve: bool = True) -> list[str]:
-    """The gradient-masking checks: eps=0 gives clean accuracy, accuracy does not rise
-    with eps, reaches ~0 (<= floor %) at the largest eps, and PGD <= FGSM everywhere.
-
-    fgsm_curve=False skips the last two for FGSM: on a nonlinear model one large signed
-    step overshoots, so FGSM accuracy can rise again at large eps without any masking
-    (PGD, which keeps the monotone and reaches-zero checks, is the attack that must not).
-    """
-    problems = []
-    for name, accs in (("FGSM", fgsm_acc), ("PGD", pgd_acc)):
-        if eps[0] == 0 and abs(accs[0] - clean) > 1e-9:
-            problems.append(f"{name} at eps=0 gives {accs[0]:.2f}% != clean {clean:.2f}%")
-        if name == "FGSM" and not fgsm_curve:
-            continue
-        for e0, e1, a0, a1 in zip(eps, eps[1:], accs, accs[1:]):
-            if a1 > a0 + tol:
-                problems.append(f"{name} accuracy rises from {a0:.2f}% (eps={e0}) to {a1:.2f}% (eps={e1})")
-        if accs[-1] > floor:
-            problems.append(f"{name} accuracy at eps={eps[-1]} is {accs[-1]:.2f}% (> {floor}%)")
-    for e, f, p in zip(eps, fgsm_acc, pgd_acc):
-        if p > f + tol:
-            problems.append(f"PGD {p:.2f}% > FGSM {f:.2f}% at eps={e}")
-    return problems
-
-
-def eval_masking(model, ds, ctx, eps: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.5, 1.0),
-                 steps: int = 20, n: int = 500, norm: str = "linf") -> dict:
+@EVALS.register("masking")
+def eval_masking(model, ds, ctx, eps: Annotated[list[NonNeg], Field(min_length=2)] = [0.0, 0.05, 0.1, 0.2, 0.5, 1.0],
+                 steps: PosInt = 20, n: PosInt = 500, norm: Norm = "linf") -> dict:
     """Accuracy-vs-eps curves of FGSM and PGD (step eps/10, no random start) on the first
     n test points, and the gradient-masking checks on them."""
     sub = Dataset(ds.name, ds.x_train, ds.y_train, ds.x_test[:n], ds.y_test[:n], ds.num_classes, ds.clip,
@@ -232,6 +166,7 @@ def eval_masking(model, ds, ctx, eps: Sequence[float] = (0.0, 0.05, 0.1, 0.2, 0.
     return {"eps": list(eps), "fgsm": f, "pgd": p, "passed": not problems, "problems": problems}
 
 
+@EVALS.register("converged")
 def eval_converged(model, ds, ctx) -> dict:
     """flag = 1.0 if the model (in eval mode) classifies every training point correctly, else 0.0:
     'trained to 100% training accuracy'. Its mean over seeds is the fraction that converged."""
@@ -239,44 +174,9 @@ def eval_converged(model, ds, ctx) -> dict:
     return {"flag": float(acc == 100.0)}
 
 
-def two_minibatches(n: int, batch_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices of two disjoint random mini-batches of a training set of n points (seeded)."""
-    if not (isinstance(batch_size, int) and 2 <= batch_size <= n // 2):
-        raise BnrobustError(f"batch_size must be an integer in 2..{n // 2} (two disjoint batches), got {batch_size!r}")
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed + 777))
-    return perm[:batch_size], perm[batch_size:2 * batch_size]
-
-
-@torch.no_grad()
-def batch_representations(model, x: torch.Tensor, layers: Sequence[int]) -> list[torch.Tensor]:
-    """Representations at `layers` (1-based hidden layers; 0 = the input) of ONE mini-batch passed
-    through a copy of `model` in train mode, so BN normalizes it with that batch's own statistics."""
-    import copy
-    if not hasattr(model, "representations"):
-        raise BnrobustError("this metric needs a model with .representations (e.g. deep-linear)")
-    reps = [x.flatten(1)] + copy.deepcopy(model).train().representations(x)
-    if max(layers) >= len(reps):
-        raise BnrobustError(f"layers {list(layers)} exceed the model's {len(reps) - 1} hidden layers")
-    return [reps[i] for i in layers]
-
-
-def pca2(z: torch.Tensor) -> torch.Tensor:
-    """The rows of z (float64) projected on their two principal components."""
-    z = z.double() - z.double().mean(0)
-    return z @ torch.linalg.svd(z, full_matrices=False)[2][:2].T
-
-
-def quadratic_probe_accuracy(z: torch.Tensor, y: torch.Tensor) -> float:
-    """Accuracy (%) on its own data of a least-squares fit of +-1 class targets on the quadratic
-    features (1, z1, z2, z1^2, z2^2, z1 z2) of 2-D points. Two concentric circles, or any one
-    affine image of them (concentric ellipses), are fitted exactly, so it gives 100% there."""
-    z = z.double() / z.double().std().clamp_min(1e-300)
-    f = torch.stack([torch.ones_like(z[:, 0]), z[:, 0], z[:, 1], z[:, 0] ** 2, z[:, 1] ** 2, z[:, 0] * z[:, 1]], 1)
-    w = torch.linalg.lstsq(f, (2.0 * y.double() - 1)[:, None], driver="gelsd").solution
-    return 100.0 * float(((f @ w)[:, 0] > 0).eq(y.bool()).double().mean())
-
-
-def eval_batch_mixing(model, ds, ctx, batch_size: int = 100, layers: Sequence[int] = (2, 14)) -> dict:
+@EVALS.register("batch-mixing")
+def eval_batch_mixing(model, ds, ctx, batch_size: Annotated[int, Field(ge=2)] = 100,
+                      layers: Annotated[list[PosInt], Field(min_length=1)] = [2, 14]) -> dict:
     """Fig. 8 in numbers, for a model with `.representations` (deep-linear): two disjoint random
     mini-batches A, B of training points, each passed through the model on its own in train mode.
     Per layer l (`input`, `layer<l>`):
@@ -301,8 +201,9 @@ def eval_batch_mixing(model, ds, ctx, batch_size: int = 100, layers: Sequence[in
     return out
 
 
-def eval_cw(model, ds, ctx, n: int = 1000, confidence: float = 0.0, lr: float = 1e-2,
-            binary_search_steps: int = 9, initial_const: float = 1e-3, max_iterations: int = 10000) -> dict:
+@EVALS.register("cw")
+def eval_cw(model, ds, ctx, n: PosInt = 1000, confidence: NonNeg = 0.0, lr: Positive = 1e-2,
+            binary_search_steps: PosInt = 9, initial_const: Positive = 1e-3, max_iterations: PosInt = 10000) -> dict:
     """Carlini-Wagner L2 (untargeted) on the first n test points, as App. J / Fig. 13 report it:
     over the points the model classifies correctly, `success` (%) is the share misclassified
     with margin > confidence and l2_mean / l2_median are over those successes (None if none)."""
@@ -327,8 +228,11 @@ def eval_cw(model, ds, ctx, n: int = 1000, confidence: float = 0.0, lr: float = 
             "l2_median": float(hit.median()) if len(hit) else None}
 
 
-def eval_fooling(model, ds, ctx, n_per_class: int = 10, steps: Sequence[int] = (1, 10, 100),
-                 step_size: float = 0.2, init_std: float = 0.1, clip: Sequence[float] | None = None) -> dict:
+@EVALS.register("fooling")
+def eval_fooling(model, ds, ctx, n_per_class: PosInt = 10,
+                 steps: Annotated[list[PosInt], Field(min_length=1)] = [1, 10, 100], step_size: Positive = 0.2,
+                 init_std: NonNeg = 0.1, clip: Optional[Annotated[list[float], Field(min_length=2, max_length=2)]] = None
+                 ) -> dict:
     """Fooling images (App. J, Figs. 12, 14) in numbers: after each number of steps, the mean
     softmax margin (the paper's confidence: top-1 minus top-2 probability), the mean margin of
     the target class (negative where it is not predicted), the % classified as the target, the %
@@ -336,7 +240,7 @@ def eval_fooling(model, ds, ctx, n_per_class: int = 10, steps: Sequence[int] = (
     from the starting noise. clip overrides the dataset's valid range (the paper clips its
     Per-img images to [-1, 1])."""
     model.eval()
-    g = torch.Generator().manual_seed(ctx.seed + 24680)
+    g = torch.Generator().manual_seed(stream_seed(ctx.seed, Stream.FOOLING))
     steps = sorted(int(s) for s in steps)
     rec, targets = attacks.fooling_trajectory(model, n_per_class, ds.num_classes, ds.input_shape, steps[-1],
                                               [0, *steps], step_size, init_std,
@@ -353,20 +257,3 @@ def eval_fooling(model, ds, ctx, n_per_class: int = 10, steps: Sequence[int] = (
         out["saturated"].append(100.0 * float((target_margin >= 0.995).double().mean()))
         out["moved_l2"].append(float((rec[s] - rec[0]).flatten(1).norm(dim=1).mean()))
     return out
-
-
-EVALS: dict[str, Callable[..., dict]] = {
-    "clean": eval_clean,
-    "train": eval_train,
-    "awgn": eval_awgn,
-    "fgsm": eval_fgsm,
-    "pgd": eval_pgd,
-    "tilt": eval_tilt,
-    "corruptions": eval_corruptions,
-    "adv-damage": eval_adv_damage,
-    "masking": eval_masking,
-    "converged": eval_converged,
-    "batch-mixing": eval_batch_mixing,
-    "cw": eval_cw,
-    "fooling": eval_fooling,
-}

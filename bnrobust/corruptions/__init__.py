@@ -60,7 +60,7 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import ndimage
 
-from .errors import BnrobustError
+from ..errors import BnrobustError
 
 __all__ = [
     "MNIST_C", "CIFAR10_C", "SUITES", "SEVERITIES", "DETERMINISTIC", "NOT_IMPLEMENTED",
@@ -1188,7 +1188,7 @@ def show_grid(images: np.ndarray, suite: str, out_path: Path, seed: int = 0) -> 
 
     mnist: one row per image (up to 4), columns clean + each corruption (one severity).
     cifar10: one row per corruption, columns clean + severities 1..5, on the first image."""
-    from .plots import plt, save_figure
+    from ..report.figures import plt, save_figure
     table = _suite(suite)
     out_path = Path(out_path)
     names = list(table)

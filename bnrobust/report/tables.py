@@ -13,8 +13,10 @@ from typing import Any
 
 import yaml
 
-from . import __version__
-from .engine import Column, Results, apply_overrides, write_json_atomic, write_text_atomic
+from .. import __version__
+from ..config import apply_overrides
+from ..experiments.base import Column, Results
+from ..runner.storage import write_json_atomic, write_text_atomic
 
 DEVIATION_SEM = 3.0  # a cell is flagged when ours and the paper's differ by more than this many SEMs
 
@@ -177,7 +179,7 @@ def write_report(results: Results, out_dir: Path) -> Path:
     base = apply_overrides(exp.base, exp.scales.get(results.scale, {}))
     md += ["Base config (every variant starts from it):", "", "```yaml",
            yaml.safe_dump(base, sort_keys=False).rstrip(), "```", "", "Variants (overrides of the base):", ""]
-    md += [f"- **{v}**: `{json.dumps(exp.variants[v]) if exp.variants[v] else 'base'}`"
+    md += [f"- **{v}**: `{json.dumps(exp.variant_overrides(v, results.scale) or 'base')}`"
            for v in results.by_variant()]
     md += [""]
     if exp.notes:

@@ -2,77 +2,53 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
-from typing import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Annotated, Callable, Literal
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 from tqdm.auto import tqdm
 
-from .attacks import pgd
+from ..attacks import ATTACKS
+from ..registry import Registry, Spec
+from ..seeding import Stream, stream_seed
 
-from .errors import BnrobustError
+TRAINERS = Registry("trainer", default="sgd")
+Positive = Annotated[float, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
 
-SCHEDULES = ("constant", "step", "cosine")
 
-
+@TRAINERS.register("sgd")
 @dataclass(frozen=True)
 class TrainConfig:
-    lr: float = 0.1
+    """Mini-batch SGD on cross-entropy. Every field is a config option (`train.<field>`)."""
+    lr: Positive = 0.1
     lr_per_example: bool = False   # True: the step size is lr * batch_size (e.g. Yang et al.'s 1e-5 * B)
-    epochs: int = 10
-    batch_size: int = 128          # 0 = full batch (plain gradient descent)
-    momentum: float = 0.0
-    weight_decay: float = 0.0      # L2 penalty lambda: adds lambda * w to every parameter's gradient
-    schedule: str = "constant"     # "step": multiply lr by `gamma` at each epoch in `milestones`
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    # PGD adversarial training (Madry et al., 2018) when adv_eps > 0: every batch is replaced by
-    # l_inf PGD examples made with the model in eval mode, as AdverTorch's MNIST tutorial does.
-    adv_eps: float = 0.0
-    adv_steps: int = 20
-    adv_step_size: float = 0.03
-    adv_random_start: bool = True
+    epochs: NonNegInt = 10
+    batch_size: NonNegInt = 128    # 0 = full batch (plain gradient descent)
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0  # L2 penalty lambda: adds lambda * w to every gradient
+    schedule: Literal["constant", "step", "cosine"] = "constant"  # "step": lr * gamma at each milestone epoch
+    milestones: list[NonNegInt] = field(default_factory=list)
+    gamma: Positive = 0.1
+    # Adversarial training (e.g. PGD, Madry et al., 2018) when set: every batch is replaced by the
+    # attack's examples, made with the model in eval mode as AdverTorch's MNIST tutorial does.
+    adversarial: Annotated[Spec, ATTACKS] = None
 
-    def __post_init__(self):
-        def bad(name, what):
-            raise BnrobustError(f"train.{name} must be {what}, got {getattr(self, name)!r}")
-        num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
-        if not (num(self.lr) and self.lr > 0):
-            bad("lr", "a positive number")
-        if not (isinstance(self.epochs, int) and self.epochs >= 0):
-            bad("epochs", "an integer >= 0")
-        if not (isinstance(self.batch_size, int) and self.batch_size >= 0):
-            bad("batch_size", "an integer >= 0 (0 = full batch)")
-        if not (num(self.momentum) and 0 <= self.momentum < 1):
-            bad("momentum", "in [0, 1)")
-        if not (num(self.weight_decay) and self.weight_decay >= 0):
-            bad("weight_decay", "a number >= 0")
-        if self.schedule not in SCHEDULES:
-            bad("schedule", f"one of {', '.join(SCHEDULES)}")
-        if not (num(self.gamma) and self.gamma > 0):
-            bad("gamma", "a positive number")
-        if not (num(self.adv_eps) and self.adv_eps >= 0):
-            bad("adv_eps", "a number >= 0 (0 = no adversarial training)")
-        if not (isinstance(self.adv_steps, int) and self.adv_steps >= 1):
-            bad("adv_steps", "an integer >= 1")
-        if not (num(self.adv_step_size) and self.adv_step_size > 0):
-            bad("adv_step_size", "a positive number")
-        object.__setattr__(self, "milestones", tuple(self.milestones))
+    def __post_init__(self):  # checked even when built in Python rather than from a config
+        TRAINERS.resolve(asdict(self), "train")
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise BnrobustError(f"train has no option {', '.join(unknown)} (options: {', '.join(sorted(names))})")
-        return cls(**d)
+        """Checked and completed by the trainer registry (one-line errors), then built."""
+        resolved = TRAINERS.resolve(d, "train")
+        resolved.pop("name")
+        return cls(**resolved)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["milestones"] = list(self.milestones)
-        return d
+        return {"name": "sgd", **asdict(self)}
 
 
 @dataclass
@@ -109,7 +85,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     bs = n if cfg.batch_size == 0 else min(cfg.batch_size, n)
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
-    adv_gen = torch.Generator().manual_seed(seed + 1)
+    adv_gen = torch.Generator().manual_seed(stream_seed(seed, Stream.ADV_TRAIN))
+    attack = ATTACKS.partial(cfg.adversarial, "train.adversarial") if cfg.adversarial else None
     model.train()
     for epoch in tqdm(range(cfg.epochs), desc="epochs", leave=False, disable=not progress):
         for group in opt.param_groups:
@@ -127,10 +104,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
                 xb, yb = x[idx], y[idx]
             if transform is not None:
                 xb = transform(xb)
-            if cfg.adv_eps > 0:
+            if attack is not None:
                 model.eval()
-                xb = pgd(model, xb, yb, cfg.adv_eps, cfg.adv_steps, cfg.adv_step_size, "linf",
-                         cfg.adv_random_start, clip, generator=adv_gen)
+                xb = attack(model=model, x=xb, y=yb, clip=clip, generator=adv_gen)
                 model.train()
             out = model(xb)
             loss = F.cross_entropy(out, yb)

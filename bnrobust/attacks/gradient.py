@@ -1,0 +1,112 @@
+"""Additive Gaussian noise and the gradient attacks FGSM and BIM/PGD, in l_inf and l_2."""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from ..errors import BnrobustError
+from . import ATTACKS
+
+NORMS = ("linf", "l2")
+TARGETS = ("none", "least-likely")
+Norm = Literal["linf", "l2"]
+Target = Literal["none", "least-likely"]
+NonNeg = Annotated[float, Field(ge=0)]
+
+
+def _per_sample_norm(t: torch.Tensor) -> torch.Tensor:
+    """l2 norm of each sample, shaped to broadcast against t."""
+    return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (t.dim() - 1)))
+
+
+def _clip(x: torch.Tensor, clip) -> torch.Tensor:
+    return x if clip is None else x.clamp(clip[0], clip[1])
+
+
+def _check(eps: float, norm: str) -> None:
+    if norm not in NORMS:
+        raise BnrobustError(f"attack norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    if eps < 0:
+        raise BnrobustError(f"attack eps must be >= 0, got {eps}")
+
+
+def awgn(x: torch.Tensor, sigma: float, clip=None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """x + N(0, sigma^2 I), clipped to the valid input range."""
+    if sigma < 0:
+        raise BnrobustError(f"noise sigma must be >= 0, got {sigma}")
+    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+    return _clip(x + sigma * noise, clip)
+
+
+def _loss_grad(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
+    """Gradient of the summed cross-entropy w.r.t. x; negated for targeted attacks so that
+    every caller steps *up* the returned direction."""
+    x = x.detach().requires_grad_(True)
+    loss = F.cross_entropy(model(x), labels, reduction="sum")
+    (g,) = torch.autograd.grad(loss, x)
+    return -g if targeted else g
+
+
+def _step(g: torch.Tensor, size: float, norm: str) -> torch.Tensor:
+    return size * (g.sign() if norm == "linf" else g / _per_sample_norm(g))
+
+
+def _project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    return delta * (eps / _per_sample_norm(delta)).clamp(max=1.0)
+
+
+def _labels(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: str) -> tuple[torch.Tensor, bool]:
+    if target not in TARGETS:
+        raise BnrobustError(f"attack target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if target == "least-likely":
+        with torch.no_grad():
+            return model(x).argmin(1), True
+    return y, False
+
+
+@ATTACKS.register("fgsm")
+def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: NonNeg, norm: Norm = "linf",
+         clip=None, target: Target = "none") -> torch.Tensor:
+    """Fast gradient (sign) method: one step of size eps (Goodfellow et al., 2015)."""
+    _check(eps, norm)
+    labels, targeted = _labels(model, x, y, target)
+    if eps == 0:
+        return x.clone()
+    return _clip(x + _step(_loss_grad(model, x, labels, targeted), eps, norm), clip).detach()
+
+
+@ATTACKS.register("pgd")
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: NonNeg, steps: Annotated[int, Field(ge=1)],
+        step_size: Annotated[float, Field(gt=0)], norm: Norm = "linf", random_start: bool = False, clip=None,
+        target: Target = "none",
+        generator: torch.Generator | None = None) -> torch.Tensor:
+    """Projected gradient descent (Madry et al., 2018); BIM (Kurakin et al., 2017) is
+    pgd without random start. Each step moves by step_size, projects onto the eps-ball
+    around x, then clips to the valid input range."""
+    _check(eps, norm)
+    if steps < 1 or step_size <= 0:
+        raise BnrobustError(f"pgd needs steps >= 1 and step_size > 0, got {steps}, {step_size}")
+    labels, targeted = _labels(model, x, y, target)
+    if eps == 0:
+        return x.clone()
+    delta = torch.zeros_like(x)
+    if random_start:
+        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        if norm == "linf":
+            delta = eps * (2 * torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device) - 1)
+        else:  # uniform in the l2 ball: random direction, radius eps * u^(1/d)
+            u = torch.rand(len(x), generator=generator, dtype=x.dtype).to(x.device)
+            radius = eps * u.pow(1.0 / x[0].numel()).view(-1, *([1] * (x.dim() - 1)))
+            delta = noise / _per_sample_norm(noise) * radius
+        delta = _clip(x + delta, clip) - x
+    for _ in range(steps):
+        g = _loss_grad(model, x + delta, labels, targeted)
+        delta = _project(delta + _step(g, step_size, norm), eps, norm)
+        delta = _clip(x + delta, clip) - x
+    return (x + delta).detach()

@@ -1,0 +1,4 @@
+"""The `bnrobust` command."""
+from .main import main
+
+__all__ = ["main"]

@@ -1,0 +1,50 @@
+"""Running one resolved config: build the dataset and model, train, evaluate."""
+from __future__ import annotations
+
+import functools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import __version__
+from ..data import Dataset, load_dataset
+from ..eval import EVALS, EvalContext
+from ..models import build_model
+from ..train import TrainConfig, train
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_dataset(spec_json: str, seed: int, root: Path | None) -> Dataset:
+    return load_dataset(json.loads(spec_json), seed, root)
+
+
+def get_dataset(cfg: dict, root: Path | None = None) -> Dataset:
+    """The run's dataset; cached, so the variants of a sweep share one copy."""
+    return _cached_dataset(json.dumps(cfg["data"], sort_keys=True), cfg["seed"], root)
+
+
+def run_config(cfg: dict, root: Path | None = None, device: torch.device | str = "cpu",
+               progress: bool = False) -> tuple[dict, torch.nn.Module]:
+    """Train and evaluate one config; returns (record, model). A run that fails to train
+    gets status "failed" and no metrics."""
+    device = torch.device(device)
+    t0 = time.time()
+    seed = int(cfg["seed"])
+    ds = get_dataset(cfg, root)
+    torch.manual_seed(seed)
+    model = build_model(cfg["model"], ds).to(device)
+    result = train(model, ds.x_train, ds.y_train, TrainConfig.from_dict(cfg["train"]), seed, progress,
+                   ds.transform, ds.clip)
+    record: dict[str, Any] = {"status": result.status, "reason": result.reason, "history": result.history,
+                              "metrics": {}}
+    if result.status == "ok":
+        ev = cfg["eval"]
+        ctx = EvalContext(ev.get("batch_size", 1000), seed, ds.clip, device)
+        for key, spec in ev.get("metrics", {}).items():
+            record["metrics"][key] = EVALS.build(spec, f"eval.metrics.{key}", model=model, ds=ds, ctx=ctx)
+    record.update(seconds=round(time.time() - t0, 3), device=str(device), torch=torch.__version__,
+                  bnrobust=__version__)
+    return record, model
