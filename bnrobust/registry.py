@@ -70,6 +70,9 @@ class Registry:
     def names(self) -> list[str]:
         return list(self._fns)
 
+    def items(self) -> list[tuple[str, Any]]:
+        return list(self._fns.items())
+
     def get(self, name: str) -> Callable:
         if name not in self._fns:
             raise BnrobustError(f"unknown {self.kind} {name!r}{close_matches(name, self.names())}; "
@@ -77,8 +80,9 @@ class Registry:
         return self._fns[name]
 
     def describe(self, name: str) -> str:
-        """First line of the builder's docstring."""
-        return (inspect.getdoc(self.get(name)) or "").split("\n")[0]
+        """The first sentence of the builder's docstring."""
+        text = " ".join((inspect.getdoc(self.get(name)) or "").split("\n\n")[0].split())
+        return text.split(". ")[0].rstrip(".") + "."
 
     # -- specs -------------------------------------------------------------
 

@@ -2,12 +2,14 @@
 and evaluated by today's code, must give bit-identical metrics (CPU, same seed) to the values
 stored in tests/data/regression_before.json by the code before the change (commit d05b0c5).
 
-The stored configs use the old option names; NEW says how each is written now."""
+The stored configs use the old option names; NEW says how each is written now. Both sides run
+with one intra-op thread: reductions split over threads round differently."""
 import json
 import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from bnrobust.config import resolve_config
 from bnrobust.runner.execute import run_config
@@ -33,12 +35,20 @@ NEW = {  # case -> the sections that changed names
 }
 
 
+@pytest.fixture
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_every_case_is_converted():
     assert set(NEW) == set(BEFORE)
 
 
 @pytest.mark.parametrize("case", sorted(BEFORE))
-def test_same_metrics_as_before(case, mnist_root):
+def test_same_metrics_as_before(case, mnist_root, one_thread):
     old = BEFORE[case]
     cfg = resolve_config({**old["config"], **NEW[case]})
     record, model = run_config(cfg, mnist_root)

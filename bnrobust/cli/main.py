@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -50,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="bnrobust", description="Reproduce 'Batch Normalization Increases Adversarial "
                                              "Vulnerability' experiment by experiment.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    sub.add_parser("list", help="list the experiments")
+    lst = sub.add_parser("list", help="list experiments, or models, datasets, norms, attacks, metrics, corruptions")
+    lst.add_argument("what", nargs="?", default="experiments", choices=LISTABLE,
+                     help="what to list (default: experiments)")
 
     def common(sp):
         sp.add_argument("experiment", nargs="+", help="experiment id(s), see `bnrobust list`")
@@ -79,24 +82,53 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def cmd_list() -> None:
-    from ..experiments import EXPERIMENTS
-    width = max(len(e) for e in EXPERIMENTS)
-    for exp in EXPERIMENTS.values():
-        print(f"{exp.id:<{width}}  {exp.paper:<26}  {exp.title}")
+LISTABLE = ("experiments", "models", "datasets", "norms", "attacks", "metrics", "corruptions")
+
+
+def _registries() -> dict:
+    from ..attacks import ATTACKS
+    from ..data import DATASETS
+    from ..eval import EVALS
+    from ..models import MODELS, NORMS
+    return {"models": MODELS, "datasets": DATASETS, "norms": NORMS, "attacks": ATTACKS, "metrics": EVALS}
+
+
+def cmd_list(what: str = "experiments") -> None:
+    if what == "experiments":
+        from ..experiments import EXPERIMENTS
+        width = max(len(e) for e in EXPERIMENTS)
+        for _, exp in EXPERIMENTS.items():
+            print(f"{exp.id:<{width}}  {exp.paper:<26}  {exp.title}")
+    elif what == "corruptions":
+        from .. import corruptions as C
+        for suite in C.SUITES:
+            print(f"{suite}: {', '.join(C.corruption_names(suite))}")
+    else:
+        reg = _registries()[what]
+        width = max(len(n) for n in reg)
+        for name in reg:
+            print(f"{name:<{width}}  {reg.describe(name)}")
 
 
 def cmd_run(args) -> None:
-    from ..runner.sweep import sweep
     from ..experiments import get_experiment
+    from ..runner.device import resolve_device
+    from ..runner.sweep import sweep
     from ..report import write_report
     exps = [get_experiment(e) for e in args.experiment]  # unknown ids fail before any work
     overrides, shard = _parse_set(args.set), _parse_shard(args.shard)
     if args.seeds is not None and args.seeds < 1:
         raise BnrobustError(f"--seeds must be a positive integer, got {args.seeds}")
-    out = Path(args.out)
+    if "seed" in overrides:
+        raise BnrobustError("--set seed=... is not a config value: every run's seed comes from --seeds N "
+                            "(seeds 0..N-1)")
+    out = _out(args)
+    resolve_device(args.device)
     for exp in exps:
         exp.configs(args.scale, args.seeds, overrides)  # validate every config before running any
+        for key, variants in exp.shadowed(args.scale, overrides).items():
+            print(f"bnrobust: note: --set {key} replaces the value that {exp.id}'s variant(s) "
+                  f"{', '.join(variants)} set themselves", file=sys.stderr)
     for exp in exps:
         results = sweep(exp, out, args.scale, args.seeds, overrides, _root(args), args.device,
                         args.force, shard)
@@ -110,8 +142,8 @@ def cmd_report(args) -> None:
     from ..experiments import get_experiment
     from ..report import write_report
     for exp in [get_experiment(e) for e in args.experiment]:
-        results = load_results(exp, Path(args.out), args.scale, _root(args))
-        print(f"{exp.id}: report written to {write_report(results, Path(args.out) / exp.id / args.scale)}")
+        results = load_results(exp, _out(args), args.scale, _root(args))
+        print(f"{exp.id}: report written to {write_report(results, _out(args) / exp.id / args.scale)}")
 
 
 def cmd_corruptions(args) -> None:
@@ -140,6 +172,12 @@ def cmd_corruptions(args) -> None:
         print(C.show_grid(images, suite, Path(args.out) / f"corruptions_{suite}.png", seed=args.seed))
 
 
+def _out(args) -> Path:
+    if not args.out or not args.out.strip():
+        raise BnrobustError("--out must name a folder (default: results)")
+    return Path(args.out)
+
+
 def _root(args) -> Path:
     from ..data import data_root
     return data_root(args.data_dir)
@@ -149,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command == "list":
-            cmd_list()
+            cmd_list(args.what)
         elif args.command == "run":
             cmd_run(args)
         elif args.command == "corruptions":
@@ -159,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     except BnrobustError as e:
         print(f"bnrobust: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `bnrobust list | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("bnrobust: interrupted; finished runs are saved, run the same command again to resume",
               file=sys.stderr)

@@ -11,7 +11,7 @@ DATASETS = Registry("dataset", context=("root", "seed"))
 
 from .base import Dataset  # noqa: E402
 from .root import data_root, download_allowed  # noqa: E402
-from .transforms import NearestUpscale, apply_preprocess, per_image_standardize  # noqa: E402
+from .transforms import DecodeImages, NearestUpscale, per_image_standardize  # noqa: E402
 from . import mnist, synthetic  # noqa: E402,F401  (register the datasets)
 from .mnist import load_mnist_arrays, mnist_files, read_idx  # noqa: E402
 
@@ -22,4 +22,4 @@ def load_dataset(spec: Spec, seed: int, root: Path | None = None) -> Dataset:
 
 
 __all__ = ["DATASETS", "Dataset", "data_root", "download_allowed", "load_dataset", "load_mnist_arrays",
-           "mnist_files", "read_idx", "NearestUpscale", "apply_preprocess", "per_image_standardize"]
+           "mnist_files", "read_idx", "NearestUpscale", "DecodeImages", "per_image_standardize"]

@@ -14,7 +14,7 @@ from ..errors import BnrobustError
 from . import DATASETS
 from .base import Dataset
 from .root import _download, _md5, download_allowed
-from .transforms import NearestUpscale, _subset, apply_preprocess
+from .transforms import DecodeImages, NearestUpscale, _subset
 
 PosInt = Annotated[int, Field(ge=1)]
 Digit = Annotated[int, Field(ge=0, le=9)]
@@ -102,11 +102,11 @@ def mnist(root: Path, seed: int, preprocess: Preprocess = "unit", n_train: Optio
     idx = _subset(n_test, len(xte), rng, "n_test")
     if idx is not None:
         xte, yte = xte[idx], yte[idx]
-    to_t = lambda a: torch.from_numpy(a.astype(np.float32) / 255.0).unsqueeze(1)  # noqa: E731
-    x_train, x_test, clip = apply_preprocess(to_t(xtr), to_t(xte), preprocess)
+    x_train, x_test = (torch.from_numpy(np.ascontiguousarray(a)).unsqueeze(1) for a in (xtr, xte))
+    decode, clip = DecodeImages.fit(preprocess, x_train)
     return Dataset("mnist" if size == 28 else f"mnist{size}", x_train, torch.from_numpy(ytr.astype(np.int64)),
                    x_test, torch.from_numpy(yte.astype(np.int64)), 10, clip,
-                   NearestUpscale(size // 28) if size > 28 else None)
+                   NearestUpscale(size // 28) if size > 28 else None, decode)
 
 
 @DATASETS.register("mnist-binary")
@@ -129,7 +129,8 @@ def mnist_binary(root: Path, seed: int, classes: Annotated[list[Digit], Field(mi
         parts.append(idx)
     tr = np.concatenate(parts)
     te = np.flatnonzero((yte == a) | (yte == b))
-    to_x = lambda arr: torch.from_numpy(arr.astype(np.float32) / 255.0).flatten(1)  # noqa: E731
+    to_x = lambda arr: torch.from_numpy(np.ascontiguousarray(arr)).flatten(1)  # noqa: E731
     to_y = lambda arr: torch.from_numpy((arr == b).astype(np.int64))  # noqa: E731
-    x_train, x_test, clip = apply_preprocess(to_x(xtr[tr]), to_x(xte[te]), preprocess)
-    return Dataset(f"mnist{a}{b}", x_train, to_y(ytr[tr]), x_test, to_y(yte[te]), 2, clip)
+    x_train, x_test = to_x(xtr[tr]), to_x(xte[te])
+    decode, clip = DecodeImages.fit(preprocess, x_train)
+    return Dataset(f"mnist{a}{b}", x_train, to_y(ytr[tr]), x_test, to_y(yte[te]), 2, clip, decode=decode)

@@ -17,18 +17,44 @@ def per_image_standardize(x: torch.Tensor) -> torch.Tensor:
 PREPROCESS = ("unit", "pixel-std", "image-std")
 
 
-def apply_preprocess(x_train: torch.Tensor, x_test: torch.Tensor, mode: str):
-    """Apply a preprocessing mode to [0,1] images; returns (train, test, clip range)."""
-    if mode == "unit":
-        return x_train, x_test, (0.0, 1.0)
-    if mode == "pixel-std":  # statistics of the training set only
-        mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-8)
-        x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
-    elif mode == "image-std":
-        x_train, x_test = per_image_standardize(x_train), per_image_standardize(x_test)
-    else:
-        raise BnrobustError(f"unknown preprocessing {mode!r}; choose from {', '.join(PREPROCESS)}")
-    return x_train, x_test, (float(x_train.min()), float(x_train.max()))
+class DecodeImages:
+    """uint8 images -> float32 in [0, 1], then a preprocessing mode: "unit" (nothing more),
+    "pixel-std" (per-pixel standardization with the training set's statistics) or "image-std"
+    (per-image standardization). Applied batch by batch."""
+
+    # x / 255 by table lookup: exact division for every uint8 value on any device (torch divides
+    # by a scalar as a multiplication by its reciprocal, which differs in the last bit).
+    LUT = torch.from_numpy(np.arange(256, dtype=np.uint8).astype(np.float32) / 255.0)
+
+    def __init__(self, mode: str = "unit", mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
+        if mode not in PREPROCESS:
+            raise BnrobustError(f"unknown preprocessing {mode!r}; choose from {', '.join(PREPROCESS)}")
+        self.mode, self.mean, self.std = mode, mean, std
+
+    @classmethod
+    def fit(cls, mode: str, x_train: torch.Tensor) -> tuple["DecodeImages", tuple[float, float]]:
+        """The decoder for `mode` with statistics of the (uint8) training images, and the valid
+        range of decoded inputs (the attacks' clip range)."""
+        if mode == "unit":
+            return cls(mode), (0.0, 1.0)
+        x = cls("unit")(x_train)
+        if mode == "pixel-std":  # statistics of the training set only
+            dec = cls(mode, x.mean(0), x.std(0).clamp_min(1e-8))
+        else:
+            dec = cls(mode)
+        x = dec(x_train)
+        return dec, (float(x.min()), float(x.max()))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.LUT.to(x.device)[x.long()]
+        if self.mode == "pixel-std":
+            return (x - self.mean.to(x.device)) / self.std.to(x.device)
+        if self.mode == "image-std":
+            return per_image_standardize(x)
+        return x
+
+    def __repr__(self) -> str:
+        return f"DecodeImages({self.mode!r})"
 
 
 class NearestUpscale:

@@ -3,7 +3,7 @@ tilting angle of a linear model."""
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -12,19 +12,18 @@ from torch import nn
 Perturb = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def accuracy_and_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, perturb: Perturb | None = None,
-                      batch_size: int = 1000, device: torch.device | str = "cpu",
-                      transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                      pre_perturb: Perturb | None = None) -> tuple[float, float]:
-    """Accuracy (%) and mean cross-entropy of `model` on (optionally perturbed) batches.
+def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], perturb: Perturb | None = None,
+             transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+             pre_perturb: Perturb | None = None, device: torch.device | str | None = None) -> tuple[float, float]:
+    """Accuracy (%) and mean cross-entropy of `model` over (x, y) batches, each optionally perturbed.
 
-    Each stored batch goes through pre_perturb, then transform (e.g. upscaling), then
-    perturb: noise "before upscaling" is a pre_perturb, attacks on the model's input a perturb."""
+    Each batch goes through pre_perturb, then transform (e.g. upscaling), then perturb: noise
+    "before upscaling" is a pre_perturb, attacks on the model's input a perturb."""
     model.eval()
-    bs = len(x) if batch_size in (0, None) else batch_size
-    correct, loss_sum = 0, 0.0
-    for i in range(0, len(x), bs):
-        xb, yb = x[i:i + bs].to(device), y[i:i + bs].to(device)
+    correct, loss_sum, n = 0, 0.0, 0
+    for xb, yb in batches:
+        if device is not None:
+            xb, yb = xb.to(device), yb.to(device)
         if pre_perturb is not None:
             xb = pre_perturb(xb, yb)
         if transform is not None:
@@ -35,7 +34,19 @@ def accuracy_and_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, pertur
             out = model(xb)
         correct += int((out.argmax(1) == yb).sum())
         loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
-    return 100.0 * correct / len(x), loss_sum / len(x)
+        n += len(yb)
+    return 100.0 * correct / n, loss_sum / n
+
+
+def accuracy_and_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, perturb: Perturb | None = None,
+                      batch_size: int = 1000, device: torch.device | str = "cpu",
+                      transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                      pre_perturb: Perturb | None = None) -> tuple[float, float]:
+    """`evaluate` on in-memory tensors (model inputs before `transform`), batch_size at a time
+    (0 = all at once)."""
+    bs = len(x) if batch_size in (0, None) else batch_size
+    batches = ((x[i:i + bs], y[i:i + bs]) for i in range(0, len(x), bs))
+    return evaluate(model, batches, perturb, transform, pre_perturb, device)
 
 
 def nearest_centroid_direction(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from ..errors import BnrobustError
 from ..registry import Registry
 from ..seeding import Stream, stream_seed
 from .masking import masking_problems
-from .measure import accuracy_and_loss, nearest_centroid_direction, tilt_angle
+from .measure import accuracy_and_loss, evaluate, nearest_centroid_direction, tilt_angle
 from .representations import batch_representations, pca2, quadratic_probe_accuracy, two_minibatches
 
 EVALS = Registry("metric", context=("model", "ds", "ctx"))
@@ -39,8 +39,8 @@ class EvalContext:
 
 
 def _acc_loss(model, ds: Dataset, ctx: EvalContext, perturb=None, pre_perturb=None) -> dict:
-    acc, loss = accuracy_and_loss(model, ds.x_test, ds.y_test, perturb, ctx.batch_size, ctx.device,
-                                  ds.transform, pre_perturb)
+    acc, loss = evaluate(model, ds.to(ctx.device).batches("test", ctx.batch_size), perturb, ds.transform,
+                         pre_perturb)
     return {"acc": acc, "loss": loss}
 
 
@@ -53,7 +53,7 @@ def eval_clean(model, ds, ctx) -> dict:
 @EVALS.register("train")
 def eval_train(model, ds, ctx) -> dict:
     """Accuracy and loss on the training set (in eval mode): did the model fit its data?"""
-    acc, loss = accuracy_and_loss(model, ds.x_train, ds.y_train, None, ctx.batch_size, ctx.device, ds.transform)
+    acc, loss = evaluate(model, ds.to(ctx.device).batches("train", ctx.batch_size), None, ds.transform)
     return {"acc": acc, "loss": loss}
 
 
@@ -91,7 +91,7 @@ def eval_adv_damage(model, ds, ctx, eps: NonNeg = 0.1) -> dict:
     from d0 (the stored images) to d dimensions."""
     clean = _acc_loss(model, ds, ctx)["loss"]
     adv = _acc_loss(model, ds, ctx, lambda xb, yb: attacks.fgsm(model, xb, yb, eps, "linf", ctx.clip))["loss"]
-    d, d0 = math.prod(ds.input_shape), math.prod(ds.x_test.shape[1:])
+    d, d0 = math.prod(ds.input_shape), math.prod(ds.take("test", slice(0, 1)).shape[1:])
     return {"damage": adv - clean, "pred": math.sqrt(d / d0)}
 
 
@@ -105,7 +105,7 @@ def _corrupted_test_set(ds: Dataset, suite: str, name: str, severity: int, seed:
         if (lo, hi) != (0.0, 1.0):
             raise BnrobustError("the 'corruptions' metric needs images in [0, 1] (data preprocess 'unit'); "
                                 "put per-image standardization in the model (model.input_norm) instead")
-        x = ds.x_test.permute(0, 2, 3, 1).numpy()  # [N, H, W, C] in [0, 1]
+        x = ds.inputs("test").permute(0, 2, 3, 1).cpu().numpy()  # [N, H, W, C] in [0, 1]
         if x.shape[-1] == 1:
             x = x[..., 0]
         out = corrupt(np.round(x * 255.0).astype(np.uint8), name, severity, seed, suite)
@@ -142,9 +142,11 @@ def eval_tilt(model, ds, ctx) -> dict:
     if ds.num_classes != 2 or not hasattr(model, "input_space_weights"):
         raise BnrobustError("the 'tilt' metric needs a binary task and a linear model")
     with torch.no_grad():
-        x_test = ds.x_test.to(ctx.device)
-        w = model.input_space_weights(x_test).cpu()
-        w_star = nearest_centroid_direction(model.features(ds.x_train.to(ctx.device)).cpu(), ds.y_train)
+        try:
+            w = model.input_space_weights(ds.inputs("test").to(ctx.device)).cpu()
+        except ValueError as e:
+            raise BnrobustError(f"the 'tilt' metric: {e}") from None
+        w_star = nearest_centroid_direction(model.features(ds.inputs("train").to(ctx.device)).cpu(), ds.y_train)
     return {"deg": tilt_angle(w[1] - w[0], w_star)}
 
 
@@ -153,10 +155,8 @@ def eval_masking(model, ds, ctx, eps: Annotated[list[NonNeg], Field(min_length=2
                  steps: PosInt = 20, n: PosInt = 500, norm: Norm = "linf") -> dict:
     """Accuracy-vs-eps curves of FGSM and PGD (step eps/10, no random start) on the first
     n test points, and the gradient-masking checks on them."""
-    sub = Dataset(ds.name, ds.x_train, ds.y_train, ds.x_test[:n], ds.y_test[:n], ds.num_classes, ds.clip,
-                  ds.transform)
-    if ctx.batch_size == 0:  # batch statistics: use the same batch as the other metrics
-        sub = ds
+    # with batch statistics (batch size 0) use the same batch as the other metrics
+    sub = ds if ctx.batch_size == 0 else ds.head(n)
     clean = _acc_loss(model, sub, ctx)["acc"]
     f = [_acc_loss(model, sub, ctx, lambda xb, yb: attacks.fgsm(model, xb, yb, e, norm, ctx.clip))["acc"]
          for e in eps]
@@ -170,7 +170,7 @@ def eval_masking(model, ds, ctx, eps: Annotated[list[NonNeg], Field(min_length=2
 def eval_converged(model, ds, ctx) -> dict:
     """flag = 1.0 if the model (in eval mode) classifies every training point correctly, else 0.0:
     'trained to 100% training accuracy'. Its mean over seeds is the fraction that converged."""
-    acc, _ = accuracy_and_loss(model, ds.x_train, ds.y_train, None, ctx.batch_size, ctx.device, ds.transform)
+    acc, _ = evaluate(model, ds.to(ctx.device).batches("train", ctx.batch_size), None, ds.transform)
     return {"flag": float(acc == 100.0)}
 
 
@@ -185,8 +185,8 @@ def eval_batch_mixing(model, ds, ctx, batch_size: Annotated[int, Field(ge=2)] = 
     shift: mean distance between the representations of A's first half computed within A and
       within a batch whose other half is from B, over the RMS spread of A's representation
       (0 when a point's representation does not depend on the rest of its batch)."""
-    ia, ib = two_minibatches(len(ds.x_train), batch_size, ctx.seed)
-    xa, xb = (ds.prepare(ds.x_train[i]).to(ctx.device) for i in (ia, ib))
+    ia, ib = two_minibatches(len(ds.y_train), batch_size, ctx.seed)
+    xa, xb = (ds.prepare(ds.take("train", i)).to(ctx.device) for i in (ia, ib))
     y = torch.cat([ds.y_train[ia], ds.y_train[ib]])
     h, ls = batch_size // 2, [0, *layers]
     ra, rb = batch_representations(model, xa, ls), batch_representations(model, xb, ls)
@@ -208,11 +208,11 @@ def eval_cw(model, ds, ctx, n: PosInt = 1000, confidence: NonNeg = 0.0, lr: Posi
     over the points the model classifies correctly, `success` (%) is the share misclassified
     with margin > confidence and l2_mean / l2_median are over those successes (None if none)."""
     model.eval()
-    x, y = ds.x_test[:n], ds.y_test[:n]
+    x, y = ds.take("test", slice(0, n)), ds.y_test[:n]
     bs = len(x) if ctx.batch_size in (0, None) else ctx.batch_size
     correct, success, l2 = [], [], []
     for i in range(0, len(x), bs):
-        xb, yb = ds.prepare(x[i:i + bs]).to(ctx.device), y[i:i + bs].to(ctx.device)
+        xb, yb = ds.prepare(x[i:i + bs].to(ctx.device)), y[i:i + bs].to(ctx.device)
         with torch.no_grad():
             correct.append((model(xb).argmax(1) == yb).cpu())
         adv = attacks.cw_l2(model, xb, yb, confidence, lr, binary_search_steps, initial_const, max_iterations,

@@ -1,24 +1,21 @@
-"""The registry of named experiments (ids as in the experiment catalogue)."""
+"""The registry of named experiments (ids as in the experiment catalogue).
+
+To add an experiment, write a module here that calls `register(Experiment(...))` and import it
+below; `Experiment` checks its own definition when it is constructed."""
 from __future__ import annotations
 
+from ..registry import Registry
 from .base import Experiment
-from ..errors import BnrobustError
 
-EXPERIMENTS: dict[str, Experiment] = {}
+EXPERIMENTS = Registry("experiment")
 
 
 def register(exp: Experiment) -> Experiment:
-    if exp.id in EXPERIMENTS:
-        raise ValueError(f"experiment {exp.id} registered twice")
-    EXPERIMENTS[exp.id] = exp
-    return exp
+    return EXPERIMENTS.register(exp.id)(exp)
 
 
 def get_experiment(exp_id: str) -> Experiment:
-    if exp_id not in EXPERIMENTS:
-        raise BnrobustError(f"unknown experiment {exp_id!r}; `bnrobust list` shows the {len(EXPERIMENTS)} "
-                            f"available: {', '.join(EXPERIMENTS)}")
-    return EXPERIMENTS[exp_id]
+    return EXPERIMENTS.get(exp_id)
 
 
 from . import linear  # noqa: E402,F401  (registers the section A experiments)

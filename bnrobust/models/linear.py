@@ -73,7 +73,7 @@ def nearest_centroid(dataset, input_norm: Annotated[Spec, INPUT_NORMS] = "none")
     minus mean of class 0 over the training set). It needs no training (epochs: 0)."""
     model = LinearClassifier(math.prod(dataset.input_shape), dataset.num_classes, input_norm=input_norm)
     with torch.no_grad():
-        feats = model.features(dataset.x_train)
+        feats = model.features(dataset.inputs("train"))
         means = torch.stack([feats[dataset.y_train == k].mean(0) for k in range(dataset.num_classes)])
         model.linear.weight.copy_(means)
         model.linear.bias.copy_(-0.5 * (means ** 2).sum(1))

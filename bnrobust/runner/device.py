@@ -7,12 +7,19 @@ from ..errors import BnrobustError
 
 
 def resolve_device(device: str | None) -> torch.device:
+    """auto (a CUDA GPU if there is one, else the CPU), cpu, cuda or cuda:N; anything else is a
+    one-line error (other backends, e.g. mps or meta, are not supported)."""
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
-    except RuntimeError:
-        raise BnrobustError(f"unknown device {device!r} (use cpu, cuda, cuda:N or auto)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BnrobustError("--device cuda was asked for but no CUDA GPU is available")
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise BnrobustError(f"unsupported device {device!r}: use cpu, cuda, cuda:N or auto")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise BnrobustError(f"--device {device} was asked for but no CUDA GPU is available")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise BnrobustError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     return dev

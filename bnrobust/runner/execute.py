@@ -36,8 +36,7 @@ def run_config(cfg: dict, root: Path | None = None, device: torch.device | str =
     ds = get_dataset(cfg, root)
     torch.manual_seed(seed)
     model = build_model(cfg["model"], ds).to(device)
-    result = train(model, ds.x_train, ds.y_train, TrainConfig.from_dict(cfg["train"]), seed, progress,
-                   ds.transform, ds.clip)
+    result = train(model, ds, TrainConfig.from_dict(cfg["train"]), seed, progress)
     record: dict[str, Any] = {"status": result.status, "reason": result.reason, "history": result.history,
                               "metrics": {}}
     if result.status == "ok":

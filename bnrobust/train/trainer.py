@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Annotated, Callable, Literal
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +12,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attacks import ATTACKS
+from ..data import Dataset
 from ..registry import Registry, Spec
 from ..seeding import Stream, stream_seed
 
@@ -66,22 +67,20 @@ def _lr_at(cfg: TrainConfig, epoch: int) -> float:
     return cfg.lr
 
 
-def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, seed: int,
-          progress: bool = False, transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-          clip: tuple[float, float] | None = None) -> TrainResult:
-    """Minimize cross-entropy with SGD. Batches are drawn by a generator seeded with `seed`,
-    so a run is deterministic on CPU. A non-finite loss stops training and returns a
-    "failed" result instead of raising or silently continuing.
+def train(model: nn.Module, data: Dataset, cfg: TrainConfig, seed: int, progress: bool = False) -> TrainResult:
+    """Minimize cross-entropy with SGD on `data`'s training batches. Batches are drawn by a
+    generator seeded with `seed`, so a run is deterministic on CPU. A non-finite loss stops
+    training and returns a "failed" result instead of raising or silently continuing.
 
-    transform (e.g. upscaling) is applied to each batch, so x can stay small in memory;
-    clip is the valid input range that adversarial training keeps its examples in."""
+    Data is moved to the model's device once and decoded batch by batch; adversarial
+    examples stay in the data's valid range (`data.clip`)."""
     result = TrainResult()
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.epochs == 0 or not params:
         return result
     device = next(model.parameters()).device
-    x, y = x.to(device), y.to(device)
-    n = len(x)
+    data = data.to(device)
+    n = len(data.x_train)
     bs = n if cfg.batch_size == 0 else min(cfg.batch_size, n)
     opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
@@ -91,22 +90,13 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     for epoch in tqdm(range(cfg.epochs), desc="epochs", leave=False, disable=not progress):
         for group in opt.param_groups:
             group["lr"] = _lr_at(cfg, epoch) * (bs if cfg.lr_per_example else 1)
-        perm = torch.randperm(n, generator=gen).to(device) if bs < n else None
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        for start in range(0, n, bs):
-            if perm is None:
-                xb, yb = x, y
-            else:
-                idx = perm[start:start + bs]
-                if len(idx) < 2 and start > 0:  # a batch of one breaks BN's batch statistics
-                    continue
-                xb, yb = x[idx], y[idx]
-            if transform is not None:
-                xb = transform(xb)
+        for xb, yb in data.batches("train", bs, gen, augment=True):
+            xb = data.prepare(xb)
             if attack is not None:
                 model.eval()
-                xb = attack(model=model, x=xb, y=yb, clip=clip, generator=adv_gen)
+                xb = attack(model=model, x=xb, y=yb, clip=data.clip, generator=adv_gen)
                 model.train()
             out = model(xb)
             loss = F.cross_entropy(out, yb)
