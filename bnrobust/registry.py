@@ -82,7 +82,8 @@ class Registry:
     def describe(self, name: str) -> str:
         """The first sentence of the builder's docstring."""
         text = " ".join((inspect.getdoc(self.get(name)) or "").split("\n\n")[0].split())
-        return text.split(". ")[0].rstrip(".") + "."
+        first = text.split(". ")[0]
+        return first if first.endswith((".", "?", "!")) else first + "."
 
     # -- specs -------------------------------------------------------------
 

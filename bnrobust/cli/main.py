@@ -155,7 +155,9 @@ def cmd_corruptions(args) -> None:
             sev = "one severity" if len(levels) == 1 else f"severities {levels[0]}..{levels[-1]}"
             print(f"{suite} ({sev}): {', '.join(C.corruption_names(suite))}")
         return
-    root = _root(args)
+    root, out = _root(args), _out(args)
+    if out.exists() and not out.is_dir():
+        raise BnrobustError(f"--out {out} is a file; give a folder for the PNGs")
     for suite in suites:
         if suite == "mnist":
             if (root / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz").exists():
@@ -169,7 +171,7 @@ def cmd_corruptions(args) -> None:
         else:
             print(f"cifar10: no {root / 'cifar-10-batches-py'}; using synthetic images (smooth random colours)")
             images = C.synthetic_color_images(1, seed=args.seed)
-        print(C.show_grid(images, suite, Path(args.out) / f"corruptions_{suite}.png", seed=args.seed))
+        print(C.show_grid(images, suite, out / f"corruptions_{suite}.png", seed=args.seed))
 
 
 def _out(args) -> Path:
@@ -200,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `bnrobust list | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # a fault of the file system (permissions, disk full, a file where a folder must be)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"bnrobust: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("bnrobust: interrupted; finished runs are saved, run the same command again to resume",
               file=sys.stderr)

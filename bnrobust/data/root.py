@@ -23,9 +23,12 @@ def data_root(data_dir: str | os.PathLike | None = None) -> Path:
 
 def _md5(path: Path) -> str:
     h = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as e:  # unreadable, a folder, ...: one line naming the file
+        raise BnrobustError(f"cannot read data file {path}: {e.strerror or e}") from None
     return h.hexdigest()
 
 
