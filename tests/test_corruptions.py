@@ -12,8 +12,11 @@ from PIL import Image
 from scipy import stats
 
 from bnrobust import corruptions as C
+from bnrobust.corruptions.cifar10_c import _FROST_TINTS
+from bnrobust.corruptions.common import _clipped_zoom, _zoom_matrix
 from bnrobust.cli import main
 from bnrobust.data import load_mnist_arrays
+from bnrobust.data.cifar10 import CIFAR10_BATCHES
 from bnrobust.errors import BnrobustError
 
 MNIST_NAMES = ["gaussian_noise", "shot_noise", "impulse_noise", "glass_blur", "motion_blur", "shear",
@@ -215,8 +218,8 @@ def test_motion_blur_trail():
 def test_zoom_matrix_matches_scipy_zoom():
     x = np.random.default_rng(0).random((2, 32, 32, 3))
     for z in (1.0, 1.07, 1.25, 1.75, 2.25):
-        w = C._zoom_matrix(32, z)
-        assert np.allclose(np.einsum("ai,nijc,bj->nabc", w, x, w), C._clipped_zoom(x, z), atol=1e-12)
+        w = _zoom_matrix(32, z)
+        assert np.allclose(np.einsum("ai,nijc,bj->nabc", w, x, w), _clipped_zoom(x, z), atol=1e-12)
 
 
 def ramp(n=4, size=28) -> np.ndarray:
@@ -316,7 +319,7 @@ def test_frost_is_procedural_and_documented(colours):
     tex = C.frost_texture(200, np.random.default_rng(0))
     assert tex.shape == (200, 32, 32, 3) and tex.min() >= 0 and tex.max() <= 255
     means = tex.mean(axis=(1, 2))
-    tints = C._FROST_TINTS
+    tints = _FROST_TINTS
     assert (np.abs(means[:, None, :] - tints[None]).max(-1).min(-1) < 12).all()
     x = colours.astype(np.float64)
     for s in range(1, 6):
@@ -453,8 +456,8 @@ def test_load_cifar10_arrays(tmp_path):
     assert ytr.tolist() == [0, 1, 2, 3] * 5
     with pytest.raises(BnrobustError, match="data_batch_1 is corrupt .*md5"):
         C.load_cifar10_arrays(tmp_path, verify=True)
-    assert C.CIFAR10_BATCHES["test_batch"] == "40351d587109b95175f43aff81a1287e"
-    assert hashlib.md5((d / "test_batch").read_bytes()).hexdigest() != C.CIFAR10_BATCHES["test_batch"]
+    assert CIFAR10_BATCHES["test_batch"] == "40351d587109b95175f43aff81a1287e"
+    assert hashlib.md5((d / "test_batch").read_bytes()).hexdigest() != CIFAR10_BATCHES["test_batch"]
 
 
 def test_load_cifar10_arrays_rejects_bad_files(tmp_path):
