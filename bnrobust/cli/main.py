@@ -148,6 +148,7 @@ def cmd_report(args) -> None:
 
 def cmd_corruptions(args) -> None:
     from .. import corruptions as C
+    from ..data.cifar10 import cifar10_layout
     suites = [args.suite] if args.suite else list(C.SUITES)
     if not args.show:
         for suite in suites:
@@ -166,10 +167,10 @@ def cmd_corruptions(args) -> None:
             else:
                 print(f"mnist: no MNIST under {root}; using synthetic digit-like images")
                 images = C.synthetic_digits(4, seed=args.seed)
-        elif (root / "cifar-10-batches-py").is_dir():
+        elif cifar10_layout(root) is not None:
             images = C.load_cifar10_arrays(root)[2][:1]
         else:
-            print(f"cifar10: no {root / 'cifar-10-batches-py'}; using synthetic images (smooth random colours)")
+            print(f"cifar10: no CIFAR-10 under {root}; using synthetic images (smooth random colours)")
             images = C.synthetic_color_images(1, seed=args.seed)
         print(C.show_grid(images, suite, out / f"corruptions_{suite}.png", seed=args.seed))
 
