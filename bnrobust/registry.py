@@ -73,6 +73,15 @@ class Registry:
     def items(self) -> list[tuple[str, Any]]:
         return list(self._fns.items())
 
+    def __getitem__(self, name: str) -> Callable:
+        return self.get(name)
+
+    def reorder(self, order: list[str] | tuple[str, ...]) -> None:
+        """List the entries in `order` (which must name every entry), e.g. a paper's order."""
+        if sorted(order) != sorted(self._fns):
+            raise ValueError(f"{self.kind} order {list(order)} does not match the entries {self.names()}")
+        self._fns = {k: self._fns[k] for k in order}
+
     def get(self, name: str) -> Callable:
         if name not in self._fns:
             raise BnrobustError(f"unknown {self.kind} {name!r}{close_matches(name, self.names())}; "

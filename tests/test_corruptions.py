@@ -127,7 +127,7 @@ def test_prefix_and_channel_axis(digits, colours):
 
 def test_errors_are_one_line(digits):
     cases = [
-        (lambda: C.corrupt(digits, "nope"), "unknown corruption 'nope'; choose from gaussian_noise"),
+        (lambda: C.corrupt(digits, "nope"), "unknown MNIST-C corruption 'nope'; choose from: gaussian_noise"),
         (lambda: C.corrupt(digits, "fog", suite="svhn"), "unknown corruption suite"),
         (lambda: C.corrupt(digits, "fog", 1, suite="cifar10"), r"need images of shape \[N, 32, 32, 3\]"),
         (lambda: C.corrupt(digits.astype(np.int32), "fog"), "uint8 or float"),

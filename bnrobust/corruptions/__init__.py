@@ -54,15 +54,15 @@ reader lives in bnrobust.data.cifar10; `load_cifar10_arrays` is re-exported here
 from __future__ import annotations
 
 from .common import (CIFAR10_C, DETERMINISTIC, MNIST_C, NOT_IMPLEMENTED, SEVERITIES, SUITES, Corruption,
-                     _reorder, corrupt, corruption_names)
+                     corrupt, corruption_names)
 from . import cifar10_c, mnist_c  # noqa: F401  (register the corruptions)
 from .cifar10_c import frost_texture, load_frost_textures, make_frost
 from .files import CIFAR10_C_FILES, MNIST_C_FILES, load_cifar10_c, load_mnist_c
 from .show import show_grid, synthetic_color_images, synthetic_digits
 
 # List the registries in the papers' order, whatever order the modules registered them in.
-_reorder(MNIST_C, ("gaussian_noise",) + MNIST_C_FILES[1:])
-_reorder(CIFAR10_C, CIFAR10_C_FILES)
+MNIST_C.reorder(("gaussian_noise",) + MNIST_C_FILES[1:])
+CIFAR10_C.reorder(CIFAR10_C_FILES)
 
 __all__ = [
     "MNIST_C", "CIFAR10_C", "SUITES", "SEVERITIES", "DETERMINISTIC", "NOT_IMPLEMENTED",

@@ -15,12 +15,13 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import BnrobustError
+from ..registry import Registry
 
 Corruption = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
 
-MNIST_C: dict[str, Corruption] = {}
-CIFAR10_C: dict[str, Corruption] = {}
-SUITES: dict[str, dict[str, Corruption]] = {"mnist": MNIST_C, "cifar10": CIFAR10_C}
+MNIST_C = Registry("MNIST-C corruption")
+CIFAR10_C = Registry("CIFAR-10-C corruption")
+SUITES: dict[str, Registry] = {"mnist": MNIST_C, "cifar10": CIFAR10_C}
 SEVERITIES: dict[str, tuple[int, ...]] = {"mnist": (1,), "cifar10": (1, 2, 3, 4, 5)}
 _SHAPES = {"mnist": (28, 28), "cifar10": (32, 32, 3)}
 _QUANTIZE = {"mnist": "round", "cifar10": "trunc"}
@@ -53,8 +54,8 @@ def _wrap(suite: str, fn: Callable) -> Corruption:
 def _corruption(suite: str, name: str):
     """Decorator: wrap and register under SUITES[suite][name]."""
     def deco(fn):
-        SUITES[suite][name] = wrapper = _wrap(suite, fn)
-        return wrapper
+        wrapper = _wrap(suite, fn)
+        return SUITES[suite].register(name)(wrapper)
     return deco
 
 
@@ -343,7 +344,7 @@ def corruption_names(suite: str) -> list[str]:
     return list(_suite(suite))
 
 
-def _suite(suite: str) -> dict[str, Corruption]:
+def _suite(suite: str) -> Registry:
     if suite not in SUITES:
         raise BnrobustError(f"unknown corruption suite {suite!r}; choose from {', '.join(SUITES)}")
     return SUITES[suite]
@@ -361,15 +362,12 @@ def corrupt(images: np.ndarray, name: str, severity: int = 1, seed: int = 0, sui
     Images are processed in chunks of `batch_size` (bounded memory); each chunk gets its own
     generator seeded from (seed, suite, name, severity, chunk index), so the result is a pure
     function of these and of the images, and a prefix of the batch corrupts the same way."""
-    table = _suite(suite)
-    if name not in table:
-        raise BnrobustError(f"unknown corruption {name!r}; choose from {', '.join(table)}")
+    fn = _suite(suite).get(name)  # an unknown name is a one-line error with close matches
     _check_severity(suite, severity)
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise BnrobustError(f"seed must be a non-negative integer, got {seed!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise BnrobustError(f"batch_size must be a positive integer, got {batch_size!r}")
-    fn = table[name]
     if not isinstance(images, np.ndarray) or images.ndim < 1:
         raise BnrobustError("images must be a numpy array of images")
     if len(images) == 0:
@@ -379,11 +377,3 @@ def corrupt(images: np.ndarray, name: str, severity: int = 1, seed: int = 0, sui
                 _chunk_rng(int(seed), suite, name, int(severity), s // batch_size))
              for s in range(0, len(images), batch_size)]
     return np.concatenate(parts)
-
-
-def _reorder(table: dict, order: Sequence[str]) -> None:
-    """List the registries in the papers' order (dicts keep insertion order)."""
-    items = {k: table[k] for k in order}
-    assert len(items) == len(table)
-    table.clear()
-    table.update(items)
