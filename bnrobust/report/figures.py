@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ..runner.files import file_mode  # noqa: E402
+
 __all__ = ["plt", "save_figure", "weight_image"]
 
 
@@ -19,6 +21,7 @@ def save_figure(fig, path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.fchmod(fd, file_mode())  # mkstemp's 0600 -> what a plain open() gives under the umask
     os.close(fd)
     try:
         fig.savefig(tmp, dpi=110)
