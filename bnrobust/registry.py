@@ -110,10 +110,12 @@ class Registry:
                 if sub:
                     nested[p.name], ann = sub[0], Any
                 default = p.default
-                if dataclasses.is_dataclass(fn):  # field(default_factory=...) shows no default in the signature
+                if dataclasses.is_dataclass(fn):  # the fields hold the defaults (and default factories)
                     f = {f.name: f for f in dataclasses.fields(fn)}[p.name]
                     if f.default_factory is not dataclasses.MISSING:
                         default = f.default_factory()
+                    elif f.default is not dataclasses.MISSING:
+                        default = f.default
                 fields[p.name] = (ann, ... if default is inspect.Parameter.empty else default)
             self._schemas[name] = (create_model(f"{self.kind}_{name}", __config__=_STRICT, **fields), nested)
         return self._schemas[name]
@@ -145,10 +147,10 @@ class Registry:
             if err["type"] == "extra_forbidden":
                 key = err["loc"][0]
                 allowed = list(model.model_fields)
-                raise BnrobustError(f"{where}: {self.kind} {name!r} has no option {key!r}"
+                raise BnrobustError(f"{where}.{key}: {self.kind} {name!r} has no option {key!r}"
                                     f"{close_matches(key, allowed)} (options: {', '.join(allowed) or 'none'})"
                                     ) from None
-            raise BnrobustError(f"{where} ({self.kind} {name!r}): {first_error(e)}") from None
+            raise BnrobustError(f"{where}.{first_error(e)} ({self.kind} {name!r})") from None
         for key, reg in nested.items():
             if values[key] is not None or reg.default is not None:
                 values[key] = reg.resolve(values[key], f"{where}.{key}")

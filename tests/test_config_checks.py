@@ -25,7 +25,9 @@ def _fails_before_work(capsys, tmp_path, argv, msg):
 
 @pytest.mark.parametrize("name, argv, msg", [
     ("eval_nonsense", ["toy-tilting", "--set", "eval.nonsense=1"], "eval has no option 'nonsense'"),
-    ("eval_metric_typo", ["toy-tilting", "--set", "eval.metrics.fgsm.epz=0.2"], "has no option 'epz'"),
+    ("eval_metric_typo", ["mnist37-linear", *Q, "--set", "eval.metrics.fgsm.epz=0.2"], "has no option 'epz'"),
+    ("eval_metric_without_name", ["toy-tilting", "--set", "eval.metrics.fgsm.epz=0.2"],
+     "eval.metrics.fgsm must be a name or a section with a 'name'"),
     ("eval_metric_singular", ["toy-tilting", "--set", "eval.metric.fgsm.eps=0.2"], "eval has no option 'metric'"),
     ("model_norm_weird", ["toy-tilting", "--set", "model.norm=weird"], "unknown norm 'weird'"),
     ("milestones_int", ["toy-tilting", "--set", "train.milestones=5"], "milestones: Input should be a valid list"),

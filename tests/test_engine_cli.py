@@ -44,7 +44,7 @@ def test_config_hash_and_overrides():
 
 def test_every_registered_experiment_has_valid_configs():
     assert {"toy-tilting", "mnist37-linear", "bn-eps-sweep-mnist", "bn-tracking"} <= set(EXPERIMENTS)
-    for exp in EXPERIMENTS.values():
+    for exp in (e for _, e in EXPERIMENTS.items()):
         for scale in ("quick", "paper"):
             assert exp.configs(scale)  # validates every config
 
@@ -91,8 +91,10 @@ def test_cli_list(capsys):
     (["run", "toy-tilting", "--scale", "huge"], "invalid choice"),
     (["run", "toy-tilting", "--set", "train.lr=-1"], "train.lr"),
     (["run", "toy-tilting", "--set", "train.lr"], "KEY=VALUE"),
-    (["run", "toy-tilting", "--set", "model.bn=sometimes"], "model.bn"),
-    (["run", "toy-tilting", "--set", "model.width=3"], "no option width"),
+    (["run", "toy-tilting", "--set", "model.bn=sometimes"], "model.bn: model 'linear' has no option 'bn'"),
+    (["run", "toy-tilting", "--set", "model.init=sometimes"], "model.init: Input should be 'default' or 'zeros'"),
+    (["run", "toy-tilting", "--set", "model.norm.affine=fixed"], "model.norm.affine: norm 'none' has no option"),
+    (["run", "toy-tilting", "--set", "model.width=3"], "has no option 'width'"),
     (["run", "toy-tilting", "--shard", "3/2"], "--shard"),
     (["run", "toy-tilting", "--device", "tpu9"], "device"),
     (["report", "toy-tilting"], "no quick results"),
@@ -177,10 +179,12 @@ def test_no_scale_override_is_silently_undone_by_a_variant():
     also sets would silently undo the scale (as the PGD step count of mnist-c once did)."""
     from bnrobust.experiments import EXPERIMENTS
     deliberate = {("bn-tracking", "quick", "(e) nearest centroid", "train.epochs")}  # 0 epochs: nothing to train
-    clashes = {(e.id, scale, name, key) for e in EXPERIMENTS.values() for scale, over in e.scales.items()
-               for name, vo in e.variants.items() for key in over if key in vo and vo[key] != over[key]}
+    clashes = {(e.id, scale, name, key) for _, e in EXPERIMENTS.items() for scale, over in e.scales.items()
+               for name in e.variants for key, value in e.variant_overrides(name, scale).items()
+               if key in over and value != over[key]}
     assert clashes == deliberate
     cfg = {v: c for v, _, c in EXPERIMENTS["mnist-c"].configs("quick")}
-    assert cfg["PGD"]["train"]["adv_steps"] == 5 and cfg["PGD BN"]["train"]["adv_eps"] == 0.3
+    assert cfg["PGD"]["train"]["adversarial"]["steps"] == 5 and cfg["PGD BN"]["train"]["adversarial"]["eps"] == 0.3
     cfg = {v: c for v, _, c in EXPERIMENTS["mnist-c"].configs("paper")}
-    assert cfg["PGD"]["train"]["adv_steps"] == 20 and cfg["PGD"]["train"]["adv_step_size"] == 0.03
+    assert cfg["PGD"]["train"]["adversarial"]["steps"] == 20
+    assert cfg["PGD"]["train"]["adversarial"]["step_size"] == 0.03 and cfg["PGD"]["train"]["adversarial"]["random_start"]
