@@ -13,7 +13,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from bnrobust.data import NearestUpscale
+from bnrobust.data import Dataset, NearestUpscale
 from bnrobust.models.mlp import MLP
 from bnrobust.train import TrainConfig, train
 
@@ -42,21 +42,22 @@ def main():
     y = torch.randint(0, 10, (args.n,), generator=g)
     cases = [  # (name, model, batch size, transform)
         ("input-dim MLP sqrt(d)=28", MLP(784, 10, 2, 392), 128, None),
-        ("input-dim MLP sqrt(d)=28 BN", MLP(784, 10, 2, 392, [1]), 128, None),
-        ("input-dim MLP sqrt(d)=56 BN", MLP(3136, 10, 2, 1568, [1]), 128, NearestUpscale(2)),
-        ("depth-grid MLP L=20 w=384 BN", MLP(784, 10, 20, 384, "all", 1e-3, init="he"), 50, None),
-        ("depth-grid MLP L=20 w=384", MLP(784, 10, 20, 384, [], init="he"), 50, None),
+        ("input-dim MLP sqrt(d)=28 BN", MLP(784, 10, 2, 392, norm="bn", norm_layers=[1]), 128, None),
+        ("input-dim MLP sqrt(d)=56 BN", MLP(3136, 10, 2, 1568, norm="bn", norm_layers=[1]), 128, NearestUpscale(2)),
+        ("depth-grid MLP L=20 w=384 BN", MLP(784, 10, 20, 384, norm={"name": "bn", "c": 1e-3}, init="he"), 50, None),
+        ("depth-grid MLP L=20 w=384", MLP(784, 10, 20, 384, init="he"), 50, None),
     ]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {args.n} examples per epoch, "
           f"best of {args.repeats} alternating repeats")
     worst = 0.0
     for name, model, bs, transform in cases:
         cfg = TrainConfig(lr=0.01, epochs=1, batch_size=bs)
+        data = Dataset("bench", x28, y, x28, y, 10, (0.0, 1.0), transform)  # upscaled batch by batch
         ours_t, plain_t = [], []
         for _ in range(args.repeats):  # alternate, so load changes hit both alike
             m = copy.deepcopy(model)
             t = time.perf_counter()
-            train(m, x28, y, cfg, 0, transform=transform)
+            train(m, data, cfg, 0)
             ours_t.append(time.perf_counter() - t)
             m = copy.deepcopy(model)
             t = time.perf_counter()

@@ -12,8 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from bnrobust import attacks
+from bnrobust.data import Dataset
 from bnrobust.models.linear import LinearClassifier
 from bnrobust.train import TrainConfig, train
+
+BNGD = {"name": "bn", "affine": "fixed"}  # the paper's BNGD: BN with gamma = 1, beta = 0
 
 
 def plain_train(model, x, y, lr, epochs, bs, seed):
@@ -51,18 +54,19 @@ def main():
     args = ap.parse_args()
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(5000, 784, generator=g), torch.randint(0, 2, (5000,), generator=g)
+    data = Dataset.from_tensors(x, y, 2, clip=(0.0, 1.0))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; 5000 x 784, batch 128, 5 epochs")
-    for bn in ("none", "fixed"):
+    for bn, norm in (("none", "none"), ("fixed", BNGD)):
         def ours():
             torch.manual_seed(0)
-            train(LinearClassifier(784, 2, bn=bn), x, y, TrainConfig(lr=0.1, epochs=5, batch_size=128), 0)
+            train(LinearClassifier(784, 2, norm=norm), data, TrainConfig(lr=0.1, epochs=5, batch_size=128), 0)
 
         def plain():
             torch.manual_seed(0)
-            plain_train(LinearClassifier(784, 2, bn=bn), x, y, 0.1, 5, 128, 0)
+            plain_train(LinearClassifier(784, 2, norm=norm), x, y, 0.1, 5, 128, 0)
         t_ours, t_plain = best_of(ours, args.repeats), best_of(plain, args.repeats)
         print(f"train linear bn={bn:<5}  ours {t_ours:.3f}s  plain {t_plain:.3f}s  ratio {t_ours / t_plain:.2f}")
-    model = LinearClassifier(784, 2, bn="fixed").eval()
+    model = LinearClassifier(784, 2, norm=BNGD).eval()
     t_ours = best_of(lambda: attacks.fgsm(model, x, y, 0.1, clip=(0, 1)), args.repeats * 3)
     t_plain = best_of(lambda: plain_fgsm(model, x, y, 0.1), args.repeats * 3)
     print(f"fgsm 5000 images        ours {t_ours:.3f}s  plain {t_plain:.3f}s  ratio {t_ours / t_plain:.2f}")

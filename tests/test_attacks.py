@@ -25,7 +25,7 @@ class MLP(nn.Module):
 def trained(request, blobs):
     torch.manual_seed(0)
     model = MLP(bn=request.param)
-    res = train(model, blobs.x_train, blobs.y_train, TrainConfig(lr=0.1, epochs=60, batch_size=50, momentum=0.9), 0)
+    res = train(model, blobs, TrainConfig(lr=0.1, epochs=60, batch_size=50, momentum=0.9), 0)
     assert res.status == "ok"
     return model.eval()
 
@@ -58,7 +58,7 @@ def test_masking_checks_can_fail():
 def test_masking_metric_on_a_linear_model(toy):
     torch.manual_seed(0)
     model = LinearClassifier(2, 2)
-    train(model, toy.x_train, toy.y_train, TrainConfig(lr=0.1, epochs=20, batch_size=0), 0)
+    train(model, toy, TrainConfig(lr=0.1, epochs=20, batch_size=0), 0)
     out = eval_masking(model, toy, EvalContext(1000, 0, None, torch.device("cpu")), eps=(0, 1, 3, 5, 20), n=500)
     assert out["passed"], out["problems"]
 
@@ -152,12 +152,14 @@ def test_matches_foolbox_on_mnist37_linear(mnist_root):
     ds = mnist_binary(mnist_root, seed=0)
     torch.manual_seed(0)
     model = LinearClassifier(784, 2)
-    train(model, ds.x_train, ds.y_train, TrainConfig(lr=0.1, epochs=5, batch_size=128), 0)
+    train(model, ds, TrainConfig(lr=0.1, epochs=5, batch_size=128), 0)
     model.eval()
-    ours = acc(model, ds.x_test, ds.y_test, lambda xb, yb: attacks.fgsm(model, xb, yb, 0.1, clip=(0, 1)))
-    theirs = foolbox_accuracy(model, ds.x_test, ds.y_test, fb.attacks.FGSM(), 0.1)
+    x_test = ds.inputs("test")  # decoded to [0, 1] (stored as uint8)
+    assert ds.clip == (0.0, 1.0) and float(x_test.min()) >= 0 and float(x_test.max()) <= 1
+    ours = acc(model, x_test, ds.y_test, lambda xb, yb: attacks.fgsm(model, xb, yb, 0.1, clip=(0, 1)))
+    theirs = foolbox_accuracy(model, x_test, ds.y_test, fb.attacks.FGSM(), 0.1)
     assert abs(ours - theirs) <= 0.5, (ours, theirs)
-    ours = acc(model, ds.x_test, ds.y_test, lambda xb, yb: attacks.pgd(model, xb, yb, 0.1, 20, 0.01, clip=(0, 1)))
-    theirs = foolbox_accuracy(model, ds.x_test, ds.y_test,
+    ours = acc(model, x_test, ds.y_test, lambda xb, yb: attacks.pgd(model, xb, yb, 0.1, 20, 0.01, clip=(0, 1)))
+    theirs = foolbox_accuracy(model, x_test, ds.y_test,
                               fb.attacks.LinfPGD(abs_stepsize=0.01, steps=20, random_start=False), 0.1)
     assert abs(ours - theirs) <= 0.5, (ours, theirs)

@@ -112,14 +112,18 @@ def test_gaussian_2d_matches_its_parameters():
 
 def test_preprocess_modes():
     g = torch.Generator().manual_seed(0)
-    xtr, xte = torch.rand(100, 50, generator=g), torch.rand(10, 50, generator=g)
-    a, b, clip = transforms.apply_preprocess(xtr, xte, "pixel-std")
+    # images are stored as uint8 and decoded (to [0, 1], then preprocessed) batch by batch
+    xtr = torch.randint(0, 256, (100, 50), generator=g, dtype=torch.uint8)
+    xte = torch.randint(0, 256, (10, 50), generator=g, dtype=torch.uint8)
+    dec, clip = transforms.DecodeImages.fit("pixel-std", xtr)
+    a, b = dec(xtr), dec(xte)
     assert torch.allclose(a.mean(0), torch.zeros(50), atol=1e-5) and torch.allclose(a.std(0), torch.ones(50), atol=1e-4)
-    a, b, clip = transforms.apply_preprocess(xtr, xte, "image-std")
+    dec, clip = transforms.DecodeImages.fit("image-std", xtr)
+    a, b = dec(xtr), dec(xte)
     assert torch.allclose(b.mean(1), torch.zeros(10), atol=1e-5)
     assert torch.allclose(b.std(1, unbiased=False), torch.ones(10), atol=1e-4)
     with pytest.raises(BnrobustError, match="unknown preprocessing"):
-        transforms.apply_preprocess(xtr, xte, "zca")
+        transforms.DecodeImages.fit("zca", xtr)
 
 
 def test_real_mnist(mnist_root):
@@ -135,6 +139,7 @@ def test_mnist_binary_subset_is_uniform_and_seeded(mnist_root):
     assert a.x_train.shape == (5000, 784) and a.y_train.sum() == 2500
     assert len(a.x_test) == 1010 + 1028 and a.clip == (0.0, 1.0)
     assert torch.equal(a.x_train, b.x_train) and not torch.equal(a.x_train, c.x_train)
-    assert 0.0 <= float(a.x_train.min()) and float(a.x_train.max()) <= 1.0
+    x = a.inputs("train")  # stored as uint8, decoded to [0, 1]
+    assert x.shape == (5000, 784) and 0.0 <= float(x.min()) and float(x.max()) <= 1.0
     with pytest.raises(BnrobustError, match="n_per_class"):
         mnist_data.mnist_binary(mnist_root, seed=0, n_per_class=100000)

@@ -56,8 +56,8 @@ def test_noise_before_upscaling_is_blockwise():
             return torch.zeros(len(x), 10)
 
     ctx = EvalContext(0, 0, (0.0, 1.0), torch.device("cpu"))
-    EVALS["awgn"](Spy(), ds, ctx, sigma=1.0, clip=False, before_transform=True)
-    EVALS["awgn"](Spy(), ds, ctx, sigma=1.0, clip=False, before_transform=False)
+    EVALS.get("awgn")(Spy(), ds, ctx, sigma=1.0, clip=False, before_transform=True)
+    EVALS.get("awgn")(Spy(), ds, ctx, sigma=1.0, clip=False, before_transform=False)
     before, after = seen
     assert before.shape == after.shape == (8, 1, 56, 56)
     assert torch.equal(before[:, :, 0::2, 0::2], before[:, :, 1::2, 1::2])  # one noise value per 2x2 block
@@ -66,17 +66,22 @@ def test_noise_before_upscaling_is_blockwise():
 
 def test_mlp_bn_placement_width_and_validation():
     ds = _img_ds(side=28)
-    m = build_model({"name": "mlp", "depth": 2, "width_ratio": 0.5, "bn_layers": [1]}, ds)
+    m = build_model({"name": "mlp", "depth": 2, "width_ratio": 0.5, "norm": "bn", "norm_layers": [1]}, ds)
     kinds = [type(layer).__name__ for layer in m]
     assert kinds == ["Flatten", "Linear", "BatchNorm1d", "ReLU", "Linear", "ReLU", "Linear"]
     assert m[1].out_features == 392
-    deep = build_model({"name": "mlp", "depth": 5, "width": 16, "bn_layers": "all", "c": 1e-3, "init": "he"}, ds)
+    deep = build_model({"name": "mlp", "depth": 5, "width": 16, "norm": {"name": "bn", "c": 1e-3},
+                        "norm_layers": "all", "init": "he"}, ds)
     bns = [layer for layer in deep if isinstance(layer, torch.nn.BatchNorm1d)]
     assert len(bns) == 5 and all(b.eps == 1e-3 for b in bns)
     w = deep[4].weight.detach()  # second hidden Linear, He init: variance 2 / fan_in
     assert abs(float(w.var()) - 2 / 16) < 0.05
-    for bad, msg in (({"depth": 2}, "exactly one of width"), ({"width": 8, "bn_layers": [3]}, "bn_layers"),
-                     ({"width": 8, "init": "xavier"}, "init"), ({"width": 8, "c": 0}, "model.c")):
+    for bad, msg in (({"depth": 2}, "exactly one of width"),
+                     ({"width": 8, "norm": "bn", "norm_layers": [3]}, r"model\.norm_layers must be .* 1\.\.2, got \[3\]"),
+                     ({"width": 8, "init": "xavier"}, r"model \(model 'mlp'\): init: Input should be 'default' or 'he'"),
+                     ({"width": 8, "norm": {"name": "bn", "c": 0}},
+                      r"model\.norm \(norm 'bn'\): c: Input should be greater than 0"),
+                     ({"width": 8, "bn_layers": [1]}, r"has no option 'bn_layers' \(did you mean norm_layers\?\)")):
         with pytest.raises(BnrobustError, match=msg):
             build_model({"name": "mlp", **bad}, ds)
 
@@ -86,7 +91,7 @@ def test_deep_linear_representations_depend_on_the_batch_only_with_bn():
     a, b = ds.x_train[:50], ds.x_train[50:100]
     for bn in (False, True):
         torch.manual_seed(0)
-        m = build_model({"name": "deep-linear", "depth": 14, "width": 32, "bn": bn}, ds).train()
+        m = build_model({"name": "deep-linear", "depth": 14, "width": 32, "norm": "bn" if bn else "none"}, ds).train()
         reps = m.representations(a)
         assert len(reps) == 14 and reps[-1].shape == (50, 32)
         alone = m.representations(a[:25])[1]
@@ -96,10 +101,10 @@ def test_deep_linear_representations_depend_on_the_batch_only_with_bn():
 
 def test_lenet5_shapes_bn_and_per_image():
     ds = _img_ds(n=8)
-    for spec in ({}, {"bn": True}, {"input_norm": "image-std"}):
+    for spec in ({}, {"norm": "bn"}, {"input_norm": "image-std"}):
         m = build_model({"name": "lenet5", **spec}, ds)
         assert m(ds.x_test).shape == (8, 10)
-    assert sum(isinstance(x, torch.nn.BatchNorm2d) for x in build_model({"name": "lenet5", "bn": True}, ds).modules()) == 2
+    assert sum(isinstance(x, torch.nn.BatchNorm2d) for x in build_model({"name": "lenet5", "norm": "bn"}, ds).modules()) == 2
     with pytest.raises(BnrobustError, match="square"):
         build_model({"name": "lenet5"}, Dataset("v", torch.zeros(4, 20), torch.zeros(4).long(), torch.zeros(4, 20),
                                                   torch.zeros(4).long(), 2, None))
@@ -111,21 +116,23 @@ def test_pgd_training_makes_a_model_more_robust(blobs):
     def robust_acc(adv_eps):
         torch.manual_seed(0)
         m = build_model({"name": "mlp", "depth": 2, "width": 64}, blobs)
-        cfg = TrainConfig(lr=0.5, epochs=30, batch_size=100, momentum=0.9, adv_eps=adv_eps, adv_steps=5,
-                          adv_step_size=0.02)
-        assert train(m, blobs.x_train, blobs.y_train, cfg, 0, clip=(0.0, 1.0)).status == "ok"
+        adversarial = {"name": "pgd", "eps": adv_eps, "steps": 5, "step_size": 0.02, "random_start": True}
+        cfg = TrainConfig(lr=0.5, epochs=30, batch_size=100, momentum=0.9,
+                          adversarial=adversarial if adv_eps > 0 else None)
+        assert blobs.clip == (0.0, 1.0)  # adversarial examples stay in the data's range
+        assert train(m, blobs, cfg, 0).status == "ok"
         return accuracy_and_loss(m, blobs.x_test, blobs.y_test, lambda x, y: attacks.pgd(
             m, x, y, 0.05, 10, 0.01, clip=(0.0, 1.0)))[0]
     assert robust_acc(0.05) > robust_acc(0.0) + 10
-    with pytest.raises(BnrobustError, match="adv_eps"):
-        TrainConfig(adv_eps=-1)
+    with pytest.raises(BnrobustError, match=r"train\.adversarial \(attack 'pgd'\): eps: Input should be greater"):
+        TrainConfig(adversarial={"name": "pgd", "eps": -1, "steps": 5, "step_size": 0.02})
 
 
 def test_lr_per_example_scales_the_step_by_the_batch_size(blobs):
     def weights(cfg):
         torch.manual_seed(0)
         m = build_model({"name": "linear"}, blobs)
-        train(m, blobs.x_train, blobs.y_train, cfg, 0)
+        train(m, blobs, cfg, 0)
         return m.linear.weight.detach()
     a = weights(TrainConfig(lr=1e-3, lr_per_example=True, epochs=1, batch_size=50))
     b = weights(TrainConfig(lr=0.05, epochs=1, batch_size=50))

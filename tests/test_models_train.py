@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from bnrobust.data import Dataset
 from bnrobust.errors import BnrobustError
 from bnrobust.models import build_model
 from bnrobust.models.linear import LinearClassifier
@@ -10,19 +11,23 @@ from bnrobust.train import TrainConfig, train
 
 
 def test_bn_modes(toy):
-    fixed = build_model({"name": "linear", "bn": "fixed"}, toy)
-    assert fixed.bn.weight is None and fixed.bn.eps == 1e-5
-    learned = build_model({"name": "linear", "bn": "learned", "c": 0.5}, toy)
-    g = learned.bn.weight.detach()
-    assert learned.bn.eps == 0.5 and bool(((g >= 0) & (g <= 1)).all()) and not torch.allclose(g, torch.ones_like(g))
-    untracked = build_model({"name": "linear", "bn": "fixed", "track_running_stats": False}, toy)
-    assert untracked.bn.running_var is None
+    fixed = build_model({"name": "linear", "norm": {"name": "bn", "affine": "fixed"}}, toy)
+    assert fixed.norm.weight is None and fixed.norm.eps == 1e-5
+    learned = build_model({"name": "linear", "norm": {"name": "bn", "gamma_init": "uniform", "c": 0.5}}, toy)
+    g = learned.norm.weight.detach()
+    assert learned.norm.eps == 0.5 and bool(((g >= 0) & (g <= 1)).all()) and not torch.allclose(g, torch.ones_like(g))
+    untracked = build_model({"name": "linear", "norm": {"name": "bn", "affine": "fixed", "stats": "batch"}}, toy)
+    assert untracked.norm.running_var is None
+    assert isinstance(build_model({"name": "linear"}, toy).norm, torch.nn.Identity)
 
 
 @pytest.mark.parametrize("spec, match", [
-    ({"name": "linear", "bn": "maybe"}, "model.bn"),
-    ({"name": "linear", "c": -1}, "model.c"),
-    ({"name": "linear", "depth": 3}, "no option depth"),
+    ({"name": "linear", "norm": "maybe"}, r"^model\.norm: unknown norm 'maybe'"),
+    ({"name": "linear", "norm": {"name": "bn", "c": -1}},
+     r"^model\.norm \(norm 'bn'\): c: Input should be greater than 0 \(got -1\)"),
+    ({"name": "linear", "bn": "fixed"}, "model 'linear' has no option 'bn'"),  # the old option name
+    ({"name": "linear", "c": 1e-3}, "model 'linear' has no option 'c'"),      # c lives in the norm spec now
+    ({"name": "linear", "depth": 3}, "no option 'depth'"),
     ({"name": "resnet9000"}, "unknown model"),
 ])
 def test_bad_model_options(toy, spec, match):
@@ -34,8 +39,10 @@ def test_bad_model_options(toy, spec, match):
 def test_input_space_weights_are_the_input_gradient(toy, track):
     """w * gamma / sqrt(var + c) must be exactly how the logit difference responds to x."""
     torch.manual_seed(0)
-    model = LinearClassifier(2, 2, bn="learned", c=0.3, track_running_stats=track)
-    train(model, toy.x_train, toy.y_train, TrainConfig(lr=0.1, epochs=3, batch_size=50), seed=0)
+    norm = {"name": "bn", "gamma_init": "uniform", "c": 0.3, "stats": "tracked" if track else "batch"}
+    model = LinearClassifier(2, 2, norm=norm)
+    assert model.norm.track_running_stats == track
+    train(model, toy, TrainConfig(lr=0.1, epochs=3, batch_size=50), seed=0)
     model.eval()
     x = toy.x_test[:500]
     w = model.input_space_weights(x)
@@ -46,7 +53,7 @@ def test_input_space_weights_are_the_input_gradient(toy, track):
         assert torch.allclose(grad, (w[1] - w[0]).expand_as(grad), atol=1e-5)
     else:  # batch statistics: logits are affine in x with the batch's (biased) variance
         mu = x.mean(0)
-        expected = (x - mu) @ w.T + model.linear.bias + model.bn.bias @ model.linear.weight.T
+        expected = (x - mu) @ w.T + model.linear.bias + model.norm.bias @ model.linear.weight.T
         assert torch.allclose(model(x), expected, atol=1e-4)
 
 
@@ -61,8 +68,8 @@ def test_nearest_centroid_predicts_the_closer_mean(toy):
 def test_training_is_deterministic_and_learns(toy):
     def fit(seed):
         torch.manual_seed(seed)
-        m = LinearClassifier(2, 2, bn="fixed")
-        res = train(m, toy.x_train, toy.y_train, TrainConfig(lr=0.1, epochs=5, batch_size=32), seed)
+        m = LinearClassifier(2, 2, norm={"name": "bn", "affine": "fixed"})
+        res = train(m, toy, TrainConfig(lr=0.1, epochs=5, batch_size=32), seed)
         return m, res
     a, ra = fit(0)
     b, _ = fit(0)
@@ -76,22 +83,30 @@ def test_divergence_is_recorded_as_failed(toy):
     torch.manual_seed(0)
     model = LinearClassifier(2, 2)
     x = toy.x_train * 1e20  # logits overflow to inf/nan at once
-    res = train(model, x, toy.y_train, TrainConfig(lr=1e10, epochs=5, batch_size=0), seed=0)
+    res = train(model, Dataset.from_tensors(x, toy.y_train, 2), TrainConfig(lr=1e10, epochs=5, batch_size=0), seed=0)
     assert res.status == "failed" and "non-finite" in res.reason and len(res.history) <= 2
 
 
 @pytest.mark.parametrize("bad, match", [
-    ({"lr": 0}, "train.lr"), ({"lr": float("nan")}, "train.lr"), ({"epochs": -1}, "train.epochs"),
-    ({"batch_size": 1.5}, "train.batch_size"), ({"momentum": 1.0}, "train.momentum"),
-    ({"schedule": "warp"}, "train.schedule"), ({"learning_rate": 0.1}, "no option learning_rate"),
+    ({"lr": 0}, "lr: Input should be greater than 0"), ({"lr": float("nan")}, "lr: Input should be a finite number"),
+    ({"epochs": -1}, "epochs: Input should be greater than or equal to 0"),
+    ({"batch_size": 1.5}, "batch_size: Input should be a valid integer"),
+    ({"momentum": 1.0}, "momentum: Input should be less than 1"),
+    ({"schedule": "warp"}, "schedule: Input should be 'constant', 'step' or 'cosine'"),
+    ({"learning_rate": 0.1}, r"^train: trainer 'sgd' has no option 'learning_rate'"),
 ])
 def test_bad_train_config(bad, match):
+    if "no option" not in match:
+        match = r"^train \(trainer 'sgd'\): " + match
     with pytest.raises(BnrobustError, match=match):
         TrainConfig.from_dict(bad)
+    if "no option" not in match:  # built in Python, a bad value is checked the same way
+        with pytest.raises(BnrobustError, match=match):
+            TrainConfig(**bad)
 
 
 def test_step_schedule():
     from bnrobust.train.trainer import _lr_at
-    cfg = TrainConfig(lr=0.1, epochs=10, schedule="step", milestones=(3, 6), gamma=0.1)
+    cfg = TrainConfig(lr=0.1, epochs=10, schedule="step", milestones=[3, 6], gamma=0.1)
     assert [round(_lr_at(cfg, e), 6) for e in (0, 3, 6)] == [0.1, 0.01, 0.001]
     assert math.isclose(_lr_at(TrainConfig(lr=1.0, epochs=4, schedule="cosine"), 2), 0.5)

@@ -52,7 +52,8 @@ def test_quadratic_probe_separates_any_affine_image_of_the_circles():
 def test_deep_linear_representations_depend_on_the_batch_only_with_bn(bn):
     ds = spheres(Path("."), seed=0, n_train=500)
     torch.manual_seed(0)
-    model = deep_linear(ds, depth=14, width=100, bn=bn)
+    model = deep_linear(ds, depth=14, width=100, norm="bn" if bn else "none")
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()) == bn
     ia, ib = two_minibatches(500, 100, seed=0)
     assert len(set(ia.tolist()) | set(ib.tolist())) == 200  # disjoint
     xa, xb = ds.x_train[ia], ds.x_train[ib]
@@ -103,5 +104,6 @@ def test_adv_spheres_quick_end_to_end(tmp_path):
     record = json.loads((runs[0] / "record.json").read_text())
     assert len(record["history"]) == 4 and record["metrics"]["converged"]["flag"] in (0.0, 1.0)
     config = json.loads((runs[0] / "config.json").read_text())
-    assert config["model"]["bn_layers"] == "all" and config["eval"]["metrics"]["noise"]["sigma"] == pytest.approx(0.005 ** 0.5)
+    assert config["model"]["norm"]["name"] == "bn" and config["model"]["norm_layers"] == "all"
+    assert config["eval"]["metrics"]["noise"]["sigma"] == pytest.approx(0.005 ** 0.5)
     assert config["eval"]["metrics"]["noise"]["clip"] is False and config["train"]["batch_size"] == 50

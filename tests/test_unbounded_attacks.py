@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from bnrobust import attacks
+from bnrobust.attacks.cw import _logit_margin as logit_margin
 from bnrobust.data import Dataset
 from bnrobust.errors import BnrobustError
 from bnrobust.eval import EvalContext
@@ -40,8 +41,9 @@ def sectors() -> Dataset:
 @pytest.fixture(scope="module", params=[False, True], ids=["mlp", "mlp-bn"])
 def trained(request, sectors):
     torch.manual_seed(0)
-    model = MLP(20, 3, depth=1, width=64, bn_layers=[1] if request.param else [])
-    train(model, sectors.x_train, sectors.y_train, TrainConfig(lr=0.1, epochs=30, batch_size=50, momentum=0.9), 0)
+    model = MLP(20, 3, depth=1, width=64, norm="bn" if request.param else "none", norm_layers=[1])
+    assert any(isinstance(m, nn.BatchNorm1d) for m in model.modules()) == request.param
+    train(model, sectors, TrainConfig(lr=0.1, epochs=30, batch_size=50, momentum=0.9), 0)
     return model.eval()
 
 
@@ -152,7 +154,7 @@ def test_fooling_images_reach_their_targets(trained):
         with torch.no_grad():
             logits = trained(rec[step])
         margins.append((float(attacks.softmax_margin(logits, targets).mean()),
-                        float(attacks._logit_margin(logits, targets).mean())))
+                        float(logit_margin(logits, targets).mean())))
     soft, logit = zip(*margins)
     assert logit[0] < logit[1] < logit[2] < logit[3], logit  # softmax margins saturate at 1 on this MLP
     assert soft[0] <= soft[1] <= soft[2] <= soft[3] and soft[3] > 0.9, soft
