@@ -44,6 +44,7 @@ def _fails_before_work(capsys, tmp_path, argv, msg):
     ("device_meta", ["toy-tilting", "--device", "meta"], "unsupported device 'meta'"),
     ("device_mps", ["toy-tilting", "--device", "mps"], "unsupported device 'mps'"),
     ("seeds_huge", ["toy-tilting", "--seeds", "1000000000"], "--seeds must be at most"),
+    ("unknown_executor", ["toy-tilting", "--executor", "rey"], "unknown executor 'rey'"),
     ("unknown_model_close_match", ["toy-tilting", "--set", "model.name=linaer"], "did you mean linear"),
 ])
 def test_bad_value_is_one_line_before_any_work(name, argv, msg, capsys, tmp_path, mnist_root, monkeypatch):
@@ -114,3 +115,11 @@ def test_changed_metric_version_reruns_and_unchanged_is_reused(tmp_path, capsys,
     monkeypatch.setitem(EVALS._versions, "tilt", 2)
     assert main(argv) == 0
     assert len(runs()) == 2 * len(first)          # the tilt-using runs were recomputed under new names
+
+
+@pytest.mark.parametrize("what", ["experiments", "models", "datasets", "norms", "attacks", "metrics", "corruptions",
+                                  "executors"])
+def test_list_every_registry(what, capsys):
+    assert main(["list", what]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines and all(line.strip() for line in lines)

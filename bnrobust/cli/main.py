@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="re-run finished runs")
     r.add_argument("--shard", help="I/N: run only every N-th run starting at I (split a sweep over machines)")
     r.add_argument("--no-report", action="store_true", help="skip writing the report (e.g. for shards)")
+    r.add_argument("--executor", default="local", help="how runs are computed (`bnrobust list executors`; "
+                                                       "default: local, one after another in this process)")
     rep = sub.add_parser("report", help="write the report of an experiment's finished runs")
     common(rep)
     cor = sub.add_parser("corruptions", help="list the MNIST-C / CIFAR-10-C corruptions, or draw them (--show)")
@@ -82,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-LISTABLE = ("experiments", "models", "datasets", "norms", "attacks", "metrics", "corruptions")
+LISTABLE = ("experiments", "models", "datasets", "norms", "attacks", "metrics", "corruptions", "executors")
 
 
 def _registries() -> dict:
@@ -90,7 +92,9 @@ def _registries() -> dict:
     from ..data import DATASETS
     from ..eval import EVALS
     from ..models import MODELS, NORMS
-    return {"models": MODELS, "datasets": DATASETS, "norms": NORMS, "attacks": ATTACKS, "metrics": EVALS}
+    from ..runner.executors import EXECUTORS
+    return {"models": MODELS, "datasets": DATASETS, "norms": NORMS, "attacks": ATTACKS, "metrics": EVALS,
+            "executors": EXECUTORS}
 
 
 def cmd_list(what: str = "experiments") -> None:
@@ -113,6 +117,7 @@ def cmd_list(what: str = "experiments") -> None:
 def cmd_run(args) -> None:
     from ..experiments import get_experiment
     from ..runner.device import resolve_device
+    from ..runner.executors import EXECUTORS
     from ..runner.sweep import sweep
     from ..report import write_report
     exps = [get_experiment(e) for e in args.experiment]  # unknown ids fail before any work
@@ -124,6 +129,7 @@ def cmd_run(args) -> None:
                             "(seeds 0..N-1)")
     out = _out(args)
     resolve_device(args.device)
+    EXECUTORS.resolve(args.executor, "--executor")
     for exp in exps:
         exp.configs(args.scale, args.seeds, overrides)  # validate every config before running any
         for key, variants in exp.shadowed(args.scale, overrides).items():
@@ -131,7 +137,7 @@ def cmd_run(args) -> None:
                   f"{', '.join(variants)} set themselves", file=sys.stderr)
     for exp in exps:
         results = sweep(exp, out, args.scale, args.seeds, overrides, _root(args), args.device,
-                        args.force, shard)
+                        args.force, shard, executor=args.executor)
         if not args.no_report:
             path = write_report(results, out / exp.id / args.scale)
             print(f"{exp.id}: report written to {path}")

@@ -29,6 +29,7 @@ from ..experiments.base import Experiment, Results
 from ..models import build_model
 from . import claims
 from .device import resolve_device
+from .executors import EXECUTORS
 from .execute import get_dataset, run_config
 from .files import Damaged, check_writable, load_json, why, write_json_atomic
 from .storage import Health, Run, clean_stale_tmp, save_run, slug
@@ -105,12 +106,14 @@ def _validate(todo: list[Run], root: Path | None) -> None:
 
 def sweep(exp: Experiment, out: Path, scale: str = "quick", seeds: int | None = None,
           overrides: dict[str, Any] | None = None, root: Path | None = None, device: str | None = None,
-          force: bool = False, shard: tuple[int, int] = (0, 1), progress: bool = True) -> Results:
+          force: bool = False, shard: tuple[int, int] = (0, 1), progress: bool = True,
+          executor: str = "local") -> Results:
     """Run every unfinished (variant, seed) of `exp` at `scale`. Finished runs are reused
     (unless force), damaged ones re-run, so an interrupted sweep resumes where it stopped.
     shard=(i, n) runs only every n-th run starting at i, for splitting a sweep over machines
     that share `out`."""
     started_ns = time.time_ns()
+    EXECUTORS.resolve(executor, "--executor")
     runs = plan(exp, out, scale, seeds, overrides)
     dev = resolve_device(device)
     i, n = shard
@@ -144,7 +147,7 @@ def sweep(exp: Experiment, out: Path, scale: str = "quick", seeds: int | None = 
         previous = None  # damaged: this sweep rewrites it
     if previous is None:
         write_json_atomic(mpath, manifest)
-    _compute(todo, root, dev, force, started_ns, f"{exp.id} [{scale}]", progress)
+    _compute(todo, root, dev, force, started_ns, f"{exp.id} [{scale}]", progress, executor)
     write_json_atomic(mpath, manifest)
     return Results(exp, scale, runs, root)
 
@@ -156,32 +159,43 @@ def _fresh(run: Run, force: bool, since_ns: int) -> bool:
 
 
 def _compute(todo: list[Run], root: Path | None, dev: Any, force: bool, started_ns: int, desc: str,
-             progress: bool) -> None:
-    """Compute the runs of `todo` that nobody else is computing; then wait for those that live
-    processes of this host are computing, taking over any whose process dies."""
+             progress: bool, executor: str = "local") -> None:
+    """Compute the runs of `todo` that nobody else is computing (claiming each just before the
+    executor starts it); then wait for those that live processes of this host are computing,
+    taking over any whose process dies."""
     bar = tqdm(total=len(todo), desc=desc, unit="run", disable=not progress or None)
+    runner = EXECUTORS.build(executor, "executor")
     pending, remote, waited = list(todo), {}, False
+    held: dict[str, Path] = {}  # claim files of the runs handed to the executor
+
+    def claimed(candidates: list[Run], busy: list[tuple[Run, claims.Holder]]):
+        for run in candidates:
+            if _fresh(run, force, started_ns):
+                bar.update()
+                continue
+            claim = claims.acquire(run.dir)
+            if isinstance(claim, claims.Holder):
+                if claim.local:
+                    busy.append((run, claim))
+                else:
+                    remote[run.dir.name] = claim
+                continue
+            if _fresh(run, force, started_ns):  # another process may have finished it meanwhile
+                claims.release(claim)
+                bar.update()
+                continue
+            held[run.dir.name] = claim
+            bar.set_postfix_str(f"{run.variant} seed {run.seed}")
+            yield run
+
     try:
         while pending:
             busy: list[tuple[Run, claims.Holder]] = []
-            for run in pending:
-                if _fresh(run, force, started_ns):
-                    bar.update()
-                    continue
-                claim = claims.acquire(run.dir)
-                if isinstance(claim, claims.Holder):
-                    if claim.local:
-                        busy.append((run, claim))
-                    else:
-                        remote[run.dir.name] = claim
-                    continue
+            for run, record, model in runner.map(claimed(pending, busy), lambda cfg: run_config(cfg, root, dev)):
                 try:
-                    if not _fresh(run, force, started_ns):  # another process may have finished it meanwhile
-                        bar.set_postfix_str(f"{run.variant} seed {run.seed}")
-                        record, model = run_config(run.config, root, dev)
-                        save_run(run, record, model, force=force)
+                    save_run(run, record, model, force=force)
                 finally:
-                    claims.release(claim)
+                    claims.release(held.pop(run.dir.name))
                 bar.update()
             if busy and not waited:
                 waited = True
@@ -191,6 +205,8 @@ def _compute(todo: list[Run], root: Path | None, dev: Any, force: bool, started_
                 time.sleep(POLL_S)
             pending = [run for run, _ in busy]
     finally:
+        for claim in held.values():  # a run that failed with an error: let others take it
+            claims.release(claim)
         bar.close()
     if remote:
         name, holder = next(iter(remote.items()))
