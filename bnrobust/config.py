@@ -21,7 +21,7 @@ from .registry import close_matches
 from .train import TRAINERS
 
 SECTIONS = ("data", "model", "train", "eval", "seed")
-EVAL_KEYS = ("batch_size", "metrics")
+EVAL_KEYS = ("batch_size", "metrics", "curve_every", "curve_metrics")
 
 
 def set_dotted(cfg: dict, key: str, value: Any) -> None:
@@ -96,6 +96,15 @@ def resolve_config(cfg: dict) -> dict:
     if not isinstance(metrics, dict):
         raise BnrobustError(f"eval.metrics must map names to metric specs, got {metrics!r}")
     metrics = {key: EVALS.resolve(spec, f"eval.metrics.{key}") for key, spec in metrics.items()}
+    every, curve = ev.get("curve_every", 0), ev.get("curve_metrics", [])
+    if not (isinstance(every, int) and not isinstance(every, bool) and every >= 0):
+        raise BnrobustError(f"eval.curve_every must be an integer >= 0 (0 = no curves), got {every!r}")
+    if not (isinstance(curve, list) and all(isinstance(k, str) for k in curve)):
+        raise BnrobustError(f"eval.curve_metrics must be a list of eval.metrics keys, got {curve!r}")
+    for key in curve:
+        if key not in metrics:
+            raise BnrobustError(f"eval.curve_metrics names {key!r}, which is not in eval.metrics"
+                                f"{close_matches(key, list(metrics))} ({', '.join(metrics) or 'none'})")
     bn = _uses_batch_norm(model)
     if bn is not None and train["batch_size"] == 1 and train["epochs"] > 0:
         raise BnrobustError("train.batch_size=1 with a BN model: batch statistics of one example are undefined "
@@ -109,7 +118,10 @@ def resolve_config(cfg: dict) -> dict:
     versions.update(TRAINERS.versions(train))
     for spec in metrics.values():
         versions.update(EVALS.versions(spec))
-    return {"data": data, "model": model, "train": train, "eval": {"batch_size": bs, "metrics": metrics},
+    evals = {"batch_size": bs, "metrics": metrics}
+    if every:  # only when asked, so that configs without curves keep their identity
+        evals.update(curve_every=every, curve_metrics=curve)
+    return {"data": data, "model": model, "train": train, "eval": evals,
             "seed": seed, "versions": dict(sorted(versions.items()))}
 
 

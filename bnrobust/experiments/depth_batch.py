@@ -148,7 +148,8 @@ register(Experiment(
     seeds={"quick": 1, "paper": 3},
     scales={"quick": {"data.n_train": 1000, "data.n_test": 1000, "train.lr": 1e-3}},
     scale_variants={"quick": list(_grid(QUICK_B, QUICK_L)), "paper": list(_grid(PAPER_B, PAPER_L))},
-    columns=[Column("Clean", "clean.acc", 1), Column("Noise", "noise.acc", 1), Column("BIM", "bim.acc", 1)],
+    columns=[Column("Clean", "clean.acc", 1, id="clean"), Column("Noise", "noise.acc", 1, id="noise"),
+             Column("BIM", "bim.acc", 1, id="bim")],
     notes=["Weights start from He initialization (N(0, 2/fan_in), zero biases), the initialization of Yang et "
            "al.'s analysis; with PyTorch's default, unnormalized ReLU nets deeper than ~10 layers do not train "
            "at these learning rates. gamma = 1 and beta = 0 (PyTorch's defaults) as in the paper.",

@@ -64,8 +64,9 @@ MNIST_C_VARIANTS = {
 
 
 def _table8_reference() -> dict[str, dict]:
-    """Table 8 is corruptions x models; our report table is models x corruptions."""
-    return {v: {label: TABLE8[label][i] for label in TABLE8} for i, v in enumerate(MNIST_C_VARIANTS)}
+    """Table 8 is corruptions x models; our report table is models x corruptions (keyed by column id)."""
+    ids = {"Clean": "clean", "Overall": "overall", **{MNIST_C_LABELS[n]: n for n in MNIST_C_ORDER}}
+    return {v: {ids[label]: TABLE8[label][i] for label in TABLE8} for i, v in enumerate(MNIST_C_VARIANTS)}
 
 
 def mnist_c_checks(r: Results) -> list[tuple[str, bool]]:
@@ -125,9 +126,9 @@ register(Experiment(
     variants=MNIST_C_VARIANTS,
     seeds={"quick": 1, "paper": 3},
     scales={"quick": dict(QUICK_LENET)},
-    columns=[Column("Clean", "clean.acc", 2)]
-    + [Column(MNIST_C_LABELS[n], f"mnistc.{n}", 1) for n in MNIST_C_ORDER]
-    + [Column("Overall", "mnistc.overall", 1)],
+    columns=[Column("Clean", "clean.acc", 2, id="clean")]
+    + [Column(MNIST_C_LABELS[n], f"mnistc.{n}", 1, id=n) for n in MNIST_C_ORDER]
+    + [Column("Overall", "mnistc.overall", 1, id="overall")],
     reference=_table8_reference(),
     reference_note="Paper values from Table 8 (reference only; the paper rounds to one or two significant "
                    "figures). 'Overall' is the mean over the 16 corruptions.",
@@ -230,8 +231,8 @@ register(Experiment(
     variants={**J1_VARIANTS, "Per-img": {**J1_VARIANTS["Per-img"], "eval.metrics.fooling.clip": [-1.0, 1.0]}},
     seeds={"quick": 1, "paper": 1},
     scales={"quick": dict(QUICK_LENET)},
-    columns=[Column("Clean", "clean.acc", 2)],
-    reference={"L2": {"Clean": 98.0}, "BN": {"Clean": 99.2}, "Per-img": {"Clean": 98.4}},
+    columns=[Column("Clean", "clean.acc", 2, id="clean")],
+    reference={"L2": {"clean": 98.0}, "BN": {"clean": 99.2}, "Per-img": {"clean": 98.4}},
     reference_note="The paper reports only clean accuracy for these models (one run each); the fooling images "
                    "are qualitative. Margins and target rates per step are in results.csv.",
     notes=J1_NOTES + ["Fooling images are clipped to [0, 1] for L2 and BN and to [-1, 1] for Per-img, as the paper "
@@ -293,11 +294,12 @@ register(Experiment(
     seeds={"quick": 1, "paper": 3},
     scales={"quick": {**QUICK_LENET, "eval.metrics.cw.n": 100, "eval.metrics.cw.max_iterations": 1000,
                       "eval.metrics.cw.binary_search_steps": 6}},
-    columns=[Column("Clean", "clean.acc", 2), Column("CW success (%)", "cw.success", 1),
-             Column("mean ||δ||₂", "cw.l2_mean", 2), Column("median ||δ||₂", "cw.l2_median", 2)],
-    reference={"L2": {"Clean": 98.0, "mean ||δ||₂": 2.89, "CW success (%)": 100.0},
-               "BN": {"Clean": 99.2, "mean ||δ||₂": 0.95, "CW success (%)": 100.0},
-               "Per-img": {"Clean": 98.4}},
+    columns=[Column("Clean", "clean.acc", 2, id="clean"), Column("CW success (%)", "cw.success", 1, id="success"),
+             Column("mean ||δ||₂", "cw.l2_mean", 2, id="l2_mean"),
+             Column("median ||δ||₂", "cw.l2_median", 2, id="l2_median")],
+    reference={"L2": {"clean": 98.0, "l2_mean": 2.89, "success": 100.0},
+               "BN": {"clean": 99.2, "l2_mean": 0.95, "success": 100.0},
+               "Per-img": {"clean": 98.4}},
     reference_note="Paper values from appendix J.1 (reference only): clean accuracies and the mean ||δ||₂ of the "
                    "L2 and BN models; it gives no value for Per-img.",
     notes=J1_NOTES + ["quick scale attacks the first 100 test images with 6 binary-search steps of at most 1,000 "

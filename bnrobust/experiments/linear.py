@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from ..runner.execute import get_dataset
-from .base import Column, Experiment, Results
+from .base import Column, Discrepancy, Experiment, Results
 from ..eval import nearest_centroid_direction
-from ..report.figures import plt, save_figure, weight_image
+from ..report.figures import focus_limits, mark_outliers, plt, save_figure, weight_image
 from . import register
 
 # ---------------------------------------------------------------------------
@@ -43,8 +43,8 @@ MNIST37_NOTES = [
 # ('Affine T', "randomly initialized" as PyTorch < 1.2 did).
 BNGD = {"name": "bn", "affine": "fixed", "c": 1e-5}
 BNGD_LEARNED = {"name": "bn", "affine": "learned", "gamma_init": "uniform", "c": 1e-5}
-CLEAN, AWGN, FGSM, THETA = (Column("Test Acc.", "clean.acc"), Column("AWGN Acc.", "awgn.acc"),
-                            Column("FGSM Acc.", "fgsm.acc"), Column("θ (deg)", "theta.deg"))
+CLEAN, AWGN, FGSM, THETA = (Column("Test Acc.", "clean.acc", id="clean"), Column("AWGN Acc.", "awgn.acc", id="awgn"),
+                            Column("FGSM Acc.", "fgsm.acc", id="fgsm"), Column("θ (deg)", "theta.deg", id="theta"))
 
 
 # ---------------------------------------------------------------------------
@@ -109,7 +109,7 @@ register(Experiment(
     variants={"GD": {}, "BNGD": {"model.norm": BNGD}},
     seeds={"quick": 3, "paper": 5},
     columns=[CLEAN, THETA],
-    reference={"GD": {"θ (deg)": 0.0}, "BNGD": {"θ (deg)": 66.7}},
+    reference={"GD": {"theta": 0.0}, "BNGD": {"theta": 66.7}},
     reference_note="The paper gives θ ≈ 0° for GD and 66.7° for BNGD (one run, no SEM); it reports no accuracy.",
     notes=["The paper does not say how many points it samples; we use 1000 training points "
            "(labels Ber(0.5)) and 10,000 fresh test points, full-batch GD, lr 0.1, 1000 epochs, "
@@ -121,10 +121,14 @@ register(Experiment(
            "θ is the angle between the input-space boundary normal (BN folded in: w / sqrt(var + c)) "
            "and w*. The paper's 66.7° comes from one run of its own sample; the angle depends on how far "
            "GD has moved towards the max-margin solution in the normalized space after 1000 epochs."],
-    discrepancies={"BNGD/θ (deg)": "Same direction (strong tilt), different magnitude: the angle after a "
-                   "finite number of GD steps depends on the sample and the initialization, and the "
-                   "paper reports one run without its sample size.",
-                   "GD/θ (deg)": "The paper's 0° is approximate ('θ ≈ 0°'), not a measured mean."},
+    discrepancies=[
+        Discrepancy(variants=["BNGD"], columns=["theta"],
+                    why="Same direction (strong tilt), different magnitude: the angle after a finite number of "
+                        "GD steps depends on the sample and the initialization, and the paper reports one run "
+                        "without its sample size."),
+        Discrepancy(variants=["GD"], columns=["theta"],
+                    why="The paper's 0° is approximate ('θ ≈ 0°'), not a measured mean."),
+    ],
     checks=toy_checks, figures=[toy_figure],
 ))
 
@@ -167,14 +171,10 @@ register(Experiment(
     scales={"quick": {"train.epochs": 10}},
     columns=[CLEAN, AWGN, FGSM, THETA],
     reference={
-        "GD": {"Test Acc.": (96.94, 0.08), "AWGN Acc.": (90.08, 0.07), "FGSM Acc.": (66.96, 0.49),
-               "θ (deg)": (49.04, 0.46)},
-        "GD + WD": {"Test Acc.": (96.93, 0.05), "AWGN Acc.": (91.93, 0.14), "FGSM Acc.": (74.20, 0.35),
-                    "θ (deg)": (40.83, 0.46)},
-        "BNGD Affine F": {"Test Acc.": (97.75, 0.03), "AWGN Acc.": (49.67, 0.18), "FGSM Acc.": (0.15, 0.02),
-                          "θ (deg)": (90.00, 0.00)},
-        "BNGD Affine T": {"Test Acc.": (97.40, 0.07), "AWGN Acc.": (49.50, 0.20), "FGSM Acc.": (0.13, 0.02),
-                          "θ (deg)": (90.00, 0.00)},
+        "GD": {"clean": (96.94, 0.08), "awgn": (90.08, 0.07), "fgsm": (66.96, 0.49), "theta": (49.04, 0.46)},
+        "GD + WD": {"clean": (96.93, 0.05), "awgn": (91.93, 0.14), "fgsm": (74.20, 0.35), "theta": (40.83, 0.46)},
+        "BNGD Affine F": {"clean": (97.75, 0.03), "awgn": (49.67, 0.18), "fgsm": (0.15, 0.02), "theta": (90.00, 0.00)},
+        "BNGD Affine T": {"clean": (97.40, 0.07), "awgn": (49.50, 0.20), "fgsm": (0.13, 0.02), "theta": (90.00, 0.00)},
     },
     notes=MNIST37_NOTES + [
         "Affine 'T' initializes gamma ~ U(0, 1) and beta = 0 ('randomly initialized', as PyTorch < 1.2 did).",
@@ -182,24 +182,29 @@ register(Experiment(
         "500 test images of every trained model; for a linear model FGSM is already the optimal l_inf "
         "attack, so PGD can only match it."],
     checks=mnist37_checks,
-    discrepancies={
-        "*/Test Acc.": "Our models fit MNIST 3 vs 7 about 0.5-1.3 points better. The paper does not give its "
-                       "batch size; with mini-batches of 128 SGD takes ~2000 steps in 50 epochs, while "
-                       "full-batch GD for 50 epochs gives 96.8% for GD (close to the paper's 96.94%) but "
-                       "under-trains BNGD (theta ~71-73°, FGSM ~7-11%), so we keep 128.",
-        "GD + WD": "Our lambda = 0.1 regularizes more than the paper's: θ 24° vs 40.8° and FGSM 89% vs 74%. "
-                   "The paper does not define its penalty's scale (lambda*||w||^2 or lambda/2*||w||^2, on a "
-                   "mean or summed loss, on one or two output rows). At lambda = 0.01 we measured θ = 43.8°, "
-                   "FGSM 84.3% (one seed): no single rescaling reproduces both, so we keep the stated 0.1. "
-                   "The paper's direction (WD less tilted and more robust than GD) holds.",
-        "*/θ (deg)": "Near 90° in both. θ is dominated by the pixels that never vary in training: BN leaves "
-                     "their random initial weights untouched and divides them by sqrt(c), so their share of "
-                     "w, and hence how close θ gets to 90°, depends on the initialization scale; the "
-                     "paper's exact 90.00 ± 0.00 means its dead-pixel weights dominated completely.",
-        "*/AWGN Acc.": "Both are near chance (50%); the BN model's residual 3 points depend on how the noise "
-                       "meets the amplified dead-pixel weights.",
-        "*/FGSM Acc.": "0.00% vs 0.13-0.15%: both are at the floor (3 of 2038 test images in the paper).",
-    },
+    discrepancies=[
+        Discrepancy(variants=["GD", "GD + WD", "BNGD Affine F", "BNGD Affine T"], columns=["clean"],
+                    why="Our models fit MNIST 3 vs 7 about 0.5-1.3 points better. The paper does not give its "
+                        "batch size; with mini-batches of 128 SGD takes ~2000 steps in 50 epochs, while "
+                        "full-batch GD for 50 epochs gives 96.8% for GD (close to the paper's 96.94%) but "
+                        "under-trains BNGD (theta ~71-73°, FGSM ~7-11%), so we keep 128."),
+        Discrepancy(variants=["GD + WD"], columns=["fgsm", "theta"],
+                    why="Our lambda = 0.1 regularizes more than the paper's: θ 24° vs 40.8° and FGSM 89% vs 74%. "
+                        "The paper does not define its penalty's scale (lambda*||w||^2 or lambda/2*||w||^2, on a "
+                        "mean or summed loss, on one or two output rows). At lambda = 0.01 we measured θ = 43.8°, FGSM 84.3% (one seed): "
+                        "no single rescaling reproduces both, so we keep the stated 0.1. The paper's direction "
+                        "(WD less tilted and more robust than GD) holds."),
+        Discrepancy(variants=["BNGD Affine F", "BNGD Affine T"], columns=["theta"],
+                    why="Near 90° in both. θ is dominated by the pixels that never vary in training: BN leaves "
+                        "their random initial weights untouched and divides them by sqrt(c), so their share of "
+                        "w, and hence how close θ gets to 90°, depends on the initialization scale; the "
+                        "paper's exact 90.00 ± 0.00 means its dead-pixel weights dominated completely."),
+        Discrepancy(variants=["BNGD Affine F", "BNGD Affine T"], columns=["awgn"],
+                    why="Both are near chance (50%); the BN model's residual 3 points depend on how the noise "
+                        "meets the amplified dead-pixel weights."),
+        Discrepancy(variants=["BNGD Affine F", "BNGD Affine T"], columns=["fgsm"],
+                    why="0.00% vs 0.13-0.15%: both are at the floor (3 of 2038 test images in the paper)."),
+    ],
 ))
 
 # ---------------------------------------------------------------------------
@@ -217,26 +222,54 @@ def _l2_name(lam: float) -> str:
     return f"GD-L2 λ={lam:g}"
 
 
+CHANCE = 50.0         # MNIST 3 vs 7 is a binary task
+CHANCE_MARGIN = 10.0  # points this close to chance (e.g. λ = 9) carry no trade-off information
+
+
+def eps_sweep_xlim(clean: list[float]) -> tuple[tuple[float, float], list[int]]:
+    """Clean-accuracy range of Fig. 3a: set by the models above chance + CHANCE_MARGIN, so a
+    collapsed model (λ = 9 at ~50%) does not squeeze the others into 2% of the axis; returns
+    the limits and the indices of the points outside them."""
+    return focus_limits(clean, CHANCE + CHANCE_MARGIN)
+
+
 def eps_sweep_figure(results: Results, out: Path) -> list[str]:
     present = results.by_variant()
+    series = []  # (tag, style, legend, [(variant, value)])
+    for names, values, tag, style, legend in (
+            ([_bn_name(c) for c in C_VALUES], C_VALUES, "c", "o-", "BNGD (sweep c)"),
+            ([_l2_name(v) for v in L2_VALUES], L2_VALUES, "λ", "s--", "GD-L2 (sweep λ)")):
+        pts = [(n, v) for n, v in zip(names, values) if n in present and results.stat(n, "clean.acc")[2] > 0]
+        series.append((tag, style, legend, pts))
+    clean = {n: results.stat(n, "clean.acc") for *_, pts in series for n, _ in pts}
+    names = list(clean)
+    xlim, off = eps_sweep_xlim([clean[n][0] for n in names])
+    off_names = {names[i] for i in off}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
     for ax, metric, label in ((axes[0], "fgsm.acc", "FGSM (eps=0.1) accuracy (%)"),
                               (axes[1], "awgn.acc", "AWGN N(0,1) accuracy (%)")):
-        for names, values, tag, style in (
-                ([_bn_name(c) for c in C_VALUES], C_VALUES, "c", "o-"),
-                ([_l2_name(v) for v in L2_VALUES], L2_VALUES, "λ", "s--")):
-            pts = [(results.stat(n, "clean.acc"), results.stat(n, metric), v)
-                   for n, v in zip(names, values) if n in present]
-            pts = [p for p in pts if not math.isnan(p[0][0])]
-            if not pts:
-                continue
-            ax.errorbar([p[0][0] for p in pts], [p[1][0] for p in pts],
-                        xerr=[np.nan_to_num(p[0][1]) for p in pts], yerr=[np.nan_to_num(p[1][1]) for p in pts],
-                        fmt=style, capsize=2, label="BNGD (sweep c)" if tag == "c" else "GD-L2 (sweep λ)")
-            for (cx, cy, v) in pts:
-                ax.annotate(f"{tag}={v:g}", (cx[0], cy[0]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        for tag, style, legend, pts in series:
+            inside = [(n, v) for n, v in pts if n not in off_names]
+            ys = {n: results.stat(n, metric) for n, _ in pts}
+            color = None
+            if inside:
+                bars = ax.errorbar([clean[n][0] for n, _ in inside], [ys[n][0] for n, _ in inside],
+                                   xerr=[np.nan_to_num(clean[n][1]) for n, _ in inside],
+                                   yerr=[np.nan_to_num(ys[n][1]) for n, _ in inside],
+                                   fmt=style, capsize=2, label=legend)
+                color = bars.lines[0].get_color()
+                for i, (n, v) in enumerate(inside):  # alternate label sides: neighbours often sit close
+                    ax.annotate(f"{tag}={v:g}", (clean[n][0], ys[n][0]), fontsize=7, color=color,
+                                xytext=(4, 3) if i % 2 == 0 else (-4, -9), textcoords="offset points",
+                                ha="left" if i % 2 == 0 else "right")
+            mark_outliers(ax, [(clean[n][0], ys[n][0], f"{tag}={v:g}: clean {clean[n][0]:.1f}% (off scale)")
+                               for n, v in pts if n in off_names], xlim, color=color)
+        ax.set_xlim(*xlim)
         ax.set_xlabel("clean test accuracy (%)"), ax.set_ylabel(label), ax.grid(alpha=0.3), ax.legend()
-    fig.suptitle("Fig. 3a: trading clean accuracy for robustness with BN's c or L2's λ (MNIST 3 vs 7)")
+    note = (f"\nmodels within {CHANCE_MARGIN:g} points of chance ({CHANCE:g}%) are drawn as arrowheads at the "
+            "left edge, at their own robust accuracy") if off_names else ""
+    fig.suptitle("Fig. 3a: trading clean accuracy for robustness with BN's c or L2's λ (MNIST 3 vs 7)" + note,
+                 fontsize=10)
     return [save_figure(fig, out / "fig3a_eps_sweep.png")]
 
 
@@ -376,9 +409,9 @@ register(Experiment(
     seeds={"quick": 2, "paper": 5},
     scales={"quick": {"train.epochs": 10}},
     columns=[CLEAN, FGSM, THETA],
-    reference={names: {"Test Acc.": acc} for names, acc in zip(TRACK_MODELS, (97.9, 97.9, 96.8, 96.9, 94.4))} | {
-        "(b) BNGD, train mode (test-batch stats)": {"Test Acc.": 97.9, "FGSM Acc.": 38.7},
-        "(c) GD, pixels in [0,1]": {"Test Acc.": 96.8, "FGSM Acc.": 66.1}},
+    reference={names: {"clean": acc} for names, acc in zip(TRACK_MODELS, (97.9, 97.9, 96.8, 96.9, 94.4))} | {
+        "(b) BNGD, train mode (test-batch stats)": {"clean": 97.9, "fgsm": 38.7},
+        "(c) GD, pixels in [0,1]": {"clean": 96.8, "fgsm": 66.1}},
     reference_note="Paper values are read from Fig. 10's captions and appendix I's text (one model each, no "
                    "SEM); the paper gives θ only as differences between models, checked below.",
     notes=MNIST37_NOTES + [
@@ -397,16 +430,18 @@ register(Experiment(
         "shrank the input scale rather than standardizing it. The c sweep (Fig. 11) reproduces: θ falls "
         "steadily as c grows, and c ~ 1 reaches GD's θ."],
     checks=tracking_checks, figures=[tracking_figures],
-    discrepancies={
-        "*/Test Acc.": "As in Table 1, our models fit about 0.5-1.5 points better (batch 128; the paper does not "
-                       "give its batch size); the nearest centroid is trained on 5000 images in both.",
-        "(e) nearest centroid/Test Acc.": "The nearest-centroid classifier has no training choices: our 96.7% "
-                                          "is what the class means of the 5000-image subset give (the "
-                                          "paper's 94.4% may use another subset or bias).",
-        "(b) BNGD, train mode (test-batch stats)/FGSM Acc.": (
-            "Our FGSM gradient flows through the batch statistics of the attacked test batch (as a "
-            "train-mode evaluation does), so a perturbation shared by all images is cancelled by the mean "
-            "subtraction; the attack is much weaker and varies by seed (± 5.6). The paper does not say how "
-            "it attacked the train-mode model."),
-    },
+    discrepancies=[
+        Discrepancy(variants=list(TRACK_MODELS)[:4], columns=["clean"],
+                    why="As in Table 1, our models fit about 0.5-1.5 points better (batch 128; the paper does not "
+                        "give its batch size)."),
+        Discrepancy(variants=["(e) nearest centroid"], columns=["clean"],
+                    why="The nearest-centroid classifier has no training choices (trained on 5000 images in both): "
+                        "our 96.7% is what the class means of the 5000-image subset give (the paper's 94.4% may "
+                        "use another subset or bias)."),
+        Discrepancy(variants=["(b) BNGD, train mode (test-batch stats)"], columns=["fgsm"],
+                    why="Our FGSM gradient flows through the batch statistics of the attacked test batch (as a "
+                        "train-mode evaluation does), so a perturbation shared by all images is cancelled by the "
+                        "mean subtraction; the attack is much weaker and varies by seed (± 5.6). The paper does "
+                        "not say how it attacked the train-mode model."),
+    ],
 ))

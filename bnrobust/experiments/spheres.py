@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..runner.execute import get_dataset
-from .base import Column, Experiment, Results
+from .base import Column, Discrepancy, Experiment, Results
 from ..eval.representations import batch_representations, pca2, two_minibatches
 from ..report.figures import plt, save_figure
 from . import register
@@ -181,10 +181,10 @@ register(Experiment(
               for lr in LRS for bn in (False, True)},
     seeds={"quick": 2, "paper": 5},
     scales={"quick": {"train.epochs": 300}},
-    columns=[Column("Clean acc.", "clean.acc"), Column("Train acc.", "train.acc"),
-             Column("Train loss", "train.loss", 4), Column(NOISY, "noise.acc"),
-             Column("Converged", "converged.flag", 2)],
-    reference={_name(0.001, False): {NOISY: 96.06}, _name(0.001, True): {NOISY: 94.83}},
+    columns=[Column("Clean acc.", "clean.acc", id="clean"), Column("Train acc.", "train.acc", id="train_acc"),
+             Column("Train loss", "train.loss", 4, id="train_loss"), Column(NOISY, "noise.acc", id="noisy"),
+             Column("Converged", "converged.flag", 2, id="converged")],
+    reference={_name(0.001, False): {"noisy": 96.06}, _name(0.001, True): {"noisy": 94.83}},
     reference_note="The paper gives only the noisy accuracy at η = 0.001 (one number per model, no SEM), over the "
                    "models that reached 100% training accuracy; the check below averages ours over those too. "
                    "Its other claims (BN untrainable at η = 0.01, the unnormalized net converges up to η = 0.1) "
@@ -222,16 +222,16 @@ register(Experiment(
         "one CPU thread; with 2 threads on a busy 2-core machine PyTorch's thread contention made a 1000x1000 "
         "MLP step ~25x slower, so run it with OMP_NUM_THREADS=1 there.",
     ],
-    discrepancies={
-        _name(0.001, False) + "/" + NOISY: (
+    discrepancies=[
+        Discrepancy(variants=[_name(0.001, False)], columns=["noisy"], why=(
             "The unnormalized net's noisy accuracy at η = 0.001 depends on how long it trains after it first fits "
             "the training set (epochs 180-278): stopped soon after (quick, 300 epochs) its boundary is poorly "
             "centred (~93.7%, near the paper's regime); after 500 epochs (paper scale) it reaches 97.7%. The "
-            "best possible classifier scores 98.29% under this noise; the paper does not give its training length."),
-        _name(0.001, True) + "/" + NOISY: (
+            "best possible classifier scores 98.29% under this noise; the paper does not give its training length.")),
+        Discrepancy(variants=[_name(0.001, True)], columns=["noisy"], why=(
             "With BN the η = 0.001 net fits the training set far sooner (epochs 66-137) and its boundary is "
-            "near optimal (~98.1%) at both scales: we reproduce neither the paper's 94.83% nor its ordering."),
-    },
+            "near optimal (~98.1%) at both scales: we reproduce neither the paper's 94.83% nor its ordering.")),
+    ],
     checks=spheres_checks, figures=[curves_figure],
 ))
 
@@ -321,9 +321,11 @@ register(Experiment(
     },
     variants={"BN": {"model.norm": "bn"}, "no BN": {}},
     seeds={"quick": 5, "paper": 10},
-    columns=[Column("Probe input", "mix.input.probe", 1), Column("Probe layer 2", "mix.layer2.probe", 1),
-             Column("Probe layer 14", "mix.layer14.probe", 1), Column("Shift layer 2", "mix.layer2.shift", 3),
-             Column("Shift layer 14", "mix.layer14.shift", 3)],
+    columns=[Column("Probe input", "mix.input.probe", 1, id="probe_input"),
+             Column("Probe layer 2", "mix.layer2.probe", 1, id="probe_layer2"),
+             Column("Probe layer 14", "mix.layer14.probe", 1, id="probe_layer14"),
+             Column("Shift layer 2", "mix.layer2.shift", 3, id="shift_layer2"),
+             Column("Shift layer 14", "mix.layer14.shift", 3, id="shift_layer14")],
     notes=[
         "The paper draws Fig. 8 without numbers; the two numbers here make its reading testable. *Probe*: a "
         "least-squares fit of the class (+-1) on the quadratic features (1, z1, z2, z1^2, z2^2, z1 z2) of the 2-D "

@@ -19,6 +19,7 @@ from ..experiments.base import Column, Results
 from ..runner.storage import write_json_atomic, write_text_atomic
 
 DEVIATION_SEM = 3.0  # a cell is flagged when ours and the paper's differ by more than this many SEMs
+MIN_SEEDS = 2        # below this we have no SEM, so a cell is not tested against the paper at all
 
 
 def fmt(mean: float, sem: float, digits: int = 2) -> str:
@@ -36,13 +37,19 @@ def _ref(value: Any) -> tuple[float, float]:
 
 
 def deviation(ours: tuple[float, float, int], ref: tuple[float, float]) -> float:
-    """|ours - paper| in units of the combined SEM (paper SEM 0 when it gives none)."""
-    m, s, _ = ours
+    """|ours - paper| in units of the combined SEM (paper SEM 0 when it gives none); nan (not
+    tested) with fewer than MIN_SEEDS seeds: one seed has no SEM, and the paper's SEM alone
+    would ignore our seed-to-seed spread. inf when neither side has spread and they differ."""
+    m, s, n = ours
     rm, rs = ref
-    sem = math.sqrt((0 if math.isnan(s) else s) ** 2 + (0 if math.isnan(rs) else rs) ** 2)
-    if math.isnan(m):
+    if math.isnan(m) or n < MIN_SEEDS:
         return math.nan
+    sem = math.sqrt((0 if math.isnan(s) else s) ** 2 + (0 if math.isnan(rs) else rs) ** 2)
     return abs(m - rm) / sem if sem > 0 else (math.inf if m != rm else 0.0)
+
+
+def _apart(z: float) -> str:
+    return f"{z:.1f} SEM apart" if math.isfinite(z) else "identical over our seeds and no SEM in the paper"
 
 
 def _flat(prefix: str, node: Any, out: dict) -> None:
@@ -53,8 +60,10 @@ def _flat(prefix: str, node: Any, out: dict) -> None:
         out[prefix] = node
 
 
-def table_markdown(results: Results) -> tuple[str, list[str]]:
-    """The main table, and one line per cell that deviates from the paper."""
+def table_markdown(results: Results) -> tuple[str, list[str], int]:
+    """The main table; one line per reason for the cells that deviate from the paper (a reason
+    shared by several cells is printed once, naming them); and how many cells with a paper
+    value have too few seeds to be tested."""
     exp = results.experiment
     cols: list[Column] = exp.columns
     has_ref = any(exp.reference.get(v) for v in exp.variants)
@@ -65,9 +74,10 @@ def table_markdown(results: Results) -> tuple[str, list[str]]:
             head.append(f"{c.label} (paper, reference)")
     head = [h.replace("|", "\\|") for h in head]  # labels like ||δ||₂ must not split the Markdown cells
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    flags = []
-    unexplained = ("no explanation recorded; the quick scale trains less than the paper (see Notes)"
-                   if results.scale == "quick" else "no explanation recorded")
+    flagged: dict[str, list[str]] = {}  # reason -> the cells it explains, in table order
+    untested = 0
+    unexplained = ("No explanation recorded; the quick scale trains less than the paper (see Notes)."
+                   if results.scale == "quick" else "No explanation recorded.")
     for variant, runs in results.by_variant().items():
         n_ok = sum(r.ok for r in runs)
         n_failed = sum(r.done and not r.ok for r in runs)
@@ -78,20 +88,36 @@ def table_markdown(results: Results) -> tuple[str, list[str]]:
             stat = results.cell(variant, c)
             row.append(fmt(stat[0], stat[1], c.digits))
             if has_ref:
-                ref = exp.reference.get(variant, {}).get(c.label)
+                ref = exp.reference.get(variant, {}).get(c.id)
                 if ref is None:
                     row.append("")
                     continue
                 rm, rs = _ref(ref)
                 row.append(fmt(rm, rs, c.digits))
+                untested += 0 < stat[2] < MIN_SEEDS
                 z = deviation(stat, (rm, rs))
                 if not math.isnan(z) and z > DEVIATION_SEM:
-                    why = exp.discrepancies.get(f"{variant}/{c.label}") or exp.discrepancies.get(
-                        f"{variant}") or exp.discrepancies.get(f"*/{c.label}") or unexplained
-                    flags.append(f"- **{variant}, {c.label}**: ours {fmt(stat[0], stat[1], c.digits)} vs "
-                                 f"paper {fmt(rm, rs, c.digits)} ({z:.1f} SEM apart). {why}")
+                    why = exp.discrepancy(variant, c.id) or unexplained
+                    flagged.setdefault(why, []).append(
+                        f"**{variant}, {c.label}**: ours {fmt(stat[0], stat[1], c.digits)} vs "
+                        f"paper {fmt(rm, rs, c.digits)} ({_apart(z)})")
         lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines), flags
+    order = [w for w in flagged if w != unexplained] + [w for w in flagged if w == unexplained]
+    flags = [f"- {'; '.join(flagged[why])}. {why}" for why in order]
+    return "\n".join(lines), flags, untested
+
+
+def untested_note(untested: int, results: Results) -> str:
+    """One sentence for the cells that have a paper value but a single seed (no SEM)."""
+    if not untested:
+        return ""
+    exp = results.experiment
+    total = sum(1 for v in results.by_variant() for c in exp.columns  # cells with a paper value and ours
+                if exp.reference.get(v, {}).get(c.id) is not None and results.cell(v, c)[2] > 0)
+    which = "no cell is" if untested >= total else \
+        f"{untested} of the {total} cells with a paper value are not"
+    return (f"With one seed (n = 1) there is no SEM to compare by, so {which} tested against the paper "
+            f"here (rerun with `--seeds {MIN_SEEDS}` or more for that); read ours and the paper's side by side.")
 
 
 def masking_summary(results: Results) -> list[str]:
@@ -135,8 +161,8 @@ def summary(results: Results) -> dict:
         for c in exp.columns:
             m, s, n = results.cell(variant, c)
             ratio_to = exp.ratio_to.get(variant) if c.relative else None
-            out[variant][c.label] = {"mean": m, "sem": s, "n": n, "metric": c.metric, "ratio_to": ratio_to,
-                                     "paper": exp.reference.get(variant, {}).get(c.label)}
+            out[variant][c.label] = {"id": c.id, "mean": m, "sem": s, "n": n, "metric": c.metric,
+                                     "ratio_to": ratio_to, "paper": exp.reference.get(variant, {}).get(c.id)}
     return out
 
 
@@ -146,7 +172,7 @@ def write_report(results: Results, out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     done = [r for r in results.runs if r.done]
     seeds = sorted({r.seed for r in results.runs})
-    table, flags = table_markdown(results)
+    table, flags, untested = table_markdown(results)
     md = [f"# {exp.paper}: {exp.title}", "",
           f"Experiment `{exp.id}` at scale **{exp_scale_label(results.scale)}**, {len(seeds)} seed(s), "
           f"{len(done)} of {len(results.runs)} runs finished "
@@ -158,6 +184,8 @@ def write_report(results: Results, out_dir: Path) -> Path:
           table, ""]
     if exp.reference_note:
         md += [exp.reference_note, ""]
+    if untested:
+        md += [untested_note(untested, results), ""]
     if flags:
         md += [f"### Where we differ from the paper by more than {DEVIATION_SEM:.0f} SEM", ""] + flags + [""]
     if exp.checks is not None:

@@ -27,23 +27,36 @@ def get_dataset(cfg: dict, root: Path | None = None) -> Dataset:
 
 
 def run_config(cfg: dict, root: Path | None = None, device: torch.device | str = "cpu",
-               progress: bool = False) -> tuple[dict, torch.nn.Module]:
+               progress: bool = False, checkpoint: Path | None = None) -> tuple[dict, torch.nn.Module]:
     """Train and evaluate one config; returns (record, model). A run that fails to train
-    gets status "failed" and no metrics."""
+    gets status "failed" and no metrics. With `checkpoint`, training resumes from / saves to it."""
     device = torch.device(device)
     t0 = time.time()
     seed = int(cfg["seed"])
     ds = get_dataset(cfg, root)
     torch.manual_seed(seed)
     model = build_model(cfg["model"], ds).to(device)
-    result = train(model, ds, TrainConfig.from_dict(cfg["train"]), seed, progress)
+    ev = cfg["eval"]
+    ctx = EvalContext(ev.get("batch_size", 1000), seed, ds.clip, device)
+
+    def measure(keys, model):
+        return {key: EVALS.build(ev["metrics"][key], f"eval.metrics.{key}", model=model, ds=ds, ctx=ctx)
+                for key in keys}
+
+    every, epochs = ev.get("curve_every", 0), cfg["train"]["epochs"]
+    on_epoch = None
+    if every:
+        def on_epoch(epoch, model):  # the curves of Figs. 16-17: every k epochs and at the end
+            return measure(ev["curve_metrics"], model) if epoch % every == 0 or epoch == epochs else None
+    result = train(model, ds, TrainConfig.from_dict(cfg["train"]), seed, progress, checkpoint, on_epoch)
     record: dict[str, Any] = {"status": result.status, "reason": result.reason, "history": result.history,
                               "metrics": {}}
+    if result.curves:
+        record["curves"] = result.curves
+    if result.best_epoch is not None:
+        record["best_epoch"] = result.best_epoch
     if result.status == "ok":
-        ev = cfg["eval"]
-        ctx = EvalContext(ev.get("batch_size", 1000), seed, ds.clip, device)
-        for key, spec in ev.get("metrics", {}).items():
-            record["metrics"][key] = EVALS.build(spec, f"eval.metrics.{key}", model=model, ds=ds, ctx=ctx)
+        record["metrics"] = measure(list(ev.get("metrics", {})), model)
     record.update(seconds=round(time.time() - t0, 3), device=str(device), torch=torch.__version__,
                   bnrobust=__version__)
     return record, model

@@ -152,6 +152,12 @@ def sweep(exp: Experiment, out: Path, scale: str = "quick", seeds: int | None = 
     return Results(exp, scale, runs, root)
 
 
+def checkpoint_path(run: Run) -> Path:
+    """Where a run in progress keeps its training state (hidden beside the run folders; written
+    only by the process that holds the run's claim, removed once the run is saved)."""
+    return run.dir.parent / f".ckpt-{run.dir.name}.pt"
+
+
 def _fresh(run: Run, force: bool, since_ns: int) -> bool:
     """Finished, and with force, saved after this sweep started (by us or a concurrent sweep)."""
     h = _health(run)
@@ -191,9 +197,11 @@ def _compute(todo: list[Run], root: Path | None, dev: Any, force: bool, started_
     try:
         while pending:
             busy: list[tuple[Run, claims.Holder]] = []
-            for run, record, model in runner.map(claimed(pending, busy), lambda cfg: run_config(cfg, root, dev)):
+            compute = lambda run: run_config(run.config, root, dev, progress, checkpoint_path(run))  # noqa: E731
+            for run, record, model in runner.map(claimed(pending, busy), compute):
                 try:
                     save_run(run, record, model, force=force)
+                    checkpoint_path(run).unlink(missing_ok=True)
                 finally:
                     claims.release(held.pop(run.dir.name))
                 bar.update()

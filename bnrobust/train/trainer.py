@@ -1,9 +1,14 @@
 """The one SGD trainer every experiment uses."""
 from __future__ import annotations
 
+import io
 import math
+import os
+import sys
+import time
 from dataclasses import asdict, dataclass, field
-from typing import Annotated, Literal
+from pathlib import Path
+from typing import Annotated, Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +18,8 @@ from tqdm.auto import tqdm
 
 from ..attacks import ATTACKS
 from ..data import Dataset
+from ..errors import BnrobustError
+from ..eval.measure import evaluate
 from ..registry import Registry, Spec
 from ..seeding import Stream, stream_seed
 
@@ -30,13 +37,22 @@ class TrainConfig:
     epochs: NonNegInt = 10
     batch_size: NonNegInt = 128    # 0 = full batch (plain gradient descent)
     momentum: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0  # L2 penalty lambda: adds lambda * w to every gradient
+    nesterov: bool = False
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0  # L2 penalty lambda: adds lambda * w to the gradient of...
+    decay: Literal["all", "weights"] = "all"  # ...every parameter (PyTorch's convention), or only conv/linear
+    #                                           weights (not biases, not norm gains/shifts)
     schedule: Literal["constant", "step", "cosine"] = "constant"  # "step": lr * gamma at each milestone epoch
     milestones: list[NonNegInt] = field(default_factory=list)
     gamma: Positive = 0.1
     # Adversarial training (e.g. PGD, Madry et al., 2018) when set: every batch is replaced by the
     # attack's examples, made with the model in eval mode as AdverTorch's MNIST tutorial does.
     adversarial: Annotated[Spec, ATTACKS] = None
+    # "best-val": keep the weights of the epoch with the best validation accuracy (the paper's
+    # model selection; needs a dataset with a validation split), else those of the last epoch.
+    select: Literal["last", "best-val"] = "last"
+    # bf16 autocast: "auto" = on CUDA only (fp32 on CPU, where bf16 is slower and less exact).
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    compile: bool = False  # torch.compile the model for training
 
     def __post_init__(self):  # checked even when built in Python rather than from a config
         TRAINERS.resolve(asdict(self), "train")
@@ -56,7 +72,9 @@ class TrainConfig:
 class TrainResult:
     status: str = "ok"             # "ok" or "failed"
     reason: str = ""
-    history: list[dict] = field(default_factory=list)  # per epoch: mean train loss and accuracy
+    history: list[dict] = field(default_factory=list)  # per epoch: train loss and accuracy (+ val accuracy)
+    curves: list[dict] = field(default_factory=list)   # what `on_epoch` measured, with its epoch
+    best_epoch: int | None = None                      # the epoch whose weights were kept (select=best-val)
 
 
 def _lr_at(cfg: TrainConfig, epoch: int) -> float:
@@ -67,27 +85,68 @@ def _lr_at(cfg: TrainConfig, epoch: int) -> float:
     return cfg.lr
 
 
-def train(model: nn.Module, data: Dataset, cfg: TrainConfig, seed: int, progress: bool = False) -> TrainResult:
+def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
+    """SGD parameter groups: weight decay on every parameter, or (decay="weights") only on the
+    weights of conv/linear layers, i.e. parameters with more than one dimension."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.decay == "all" or cfg.weight_decay == 0:
+        return [{"params": params, "weight_decay": cfg.weight_decay}]
+    return [{"params": [p for p in params if p.dim() > 1], "weight_decay": cfg.weight_decay},
+            {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
+
+
+def checkpoint_seconds() -> float:
+    """How often a run saves its training state: at the end of the first epoch that ends this
+    many seconds after the last save ($BNROBUST_CHECKPOINT_SECONDS, default 60), so that short
+    runs never pay for it and long ones lose at most about a minute when killed."""
+    return float(os.environ.get("BNROBUST_CHECKPOINT_SECONDS", "60"))
+
+
+def train(model: nn.Module, data: Dataset, cfg: TrainConfig, seed: int, progress: bool = False,
+          checkpoint: Path | None = None,
+          on_epoch: Callable[[int, nn.Module], dict | None] | None = None) -> TrainResult:
     """Minimize cross-entropy with SGD on `data`'s training batches. Batches are drawn by a
     generator seeded with `seed`, so a run is deterministic on CPU. A non-finite loss stops
     training and returns a "failed" result instead of raising or silently continuing.
 
     Data is moved to the model's device once and decoded batch by batch; adversarial
-    examples stay in the data's valid range (`data.clip`)."""
+    examples stay in the data's valid range (`data.clip`). `on_epoch(epoch, model)` (in eval
+    mode) may return measurements to keep in `result.curves`. With `checkpoint`, the training
+    state is saved there now and then (atomically) and a killed run resumes from it, ending
+    with the same weights as an uninterrupted run."""
     result = TrainResult()
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.epochs == 0 or not params:
         return result
     device = next(model.parameters()).device
     data = data.to(device)
+    if cfg.select == "best-val" and data.x_val is None:
+        raise BnrobustError("train.select=best-val needs a dataset with a validation split (e.g. data.n_val > 0)")
     n = len(data.x_train)
     bs = n if cfg.batch_size == 0 else min(cfg.batch_size, n)
-    opt = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                          weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     adv_gen = torch.Generator().manual_seed(stream_seed(seed, Stream.ADV_TRAIN))
     attack = ATTACKS.partial(cfg.adversarial, "train.adversarial") if cfg.adversarial else None
+    amp = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    if device.type == "cuda" and data.x_train.dim() == 4:  # NHWC: faster convolutions on tensor cores
+        model = model.to(memory_format=torch.channels_last)
+    fwd = torch.compile(model) if cfg.compile else model
+    best: tuple[float, dict] | None = None
+    start = 0
+    state = _load_checkpoint(checkpoint, device)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["gen"]), adv_gen.set_state(state["adv_gen"])
+        result.history, result.curves, start = state["history"], state["curves"], state["epoch"]
+        best = state["best"]
+    last_save = time.monotonic()
     model.train()
-    for epoch in tqdm(range(cfg.epochs), desc="epochs", leave=False, disable=not progress):
+    bar = tqdm(range(start, cfg.epochs), desc="epochs", unit="epoch", leave=False, disable=not progress,
+               initial=start, total=cfg.epochs)
+    for epoch in bar:
         for group in opt.param_groups:
             group["lr"] = _lr_at(cfg, epoch) * (bs if cfg.lr_per_example else 1)
         loss_sum = torch.zeros((), device=device)
@@ -98,18 +157,66 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, seed: int, progress
                 model.eval()
                 xb = attack(model=model, x=xb, y=yb, clip=data.clip, generator=adv_gen)
                 model.train()
-            out = model(xb)
-            loss = F.cross_entropy(out, yb)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                out = fwd(xb)
+            loss = F.cross_entropy(out.float(), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             loss_sum += loss.detach() * len(yb)
             correct += (out.detach().argmax(1) == yb).sum()
         mean_loss = float(loss_sum) / n
-        result.history.append({"epoch": epoch + 1, "loss": mean_loss, "acc": 100.0 * float(correct) / n})
+        entry = {"epoch": epoch + 1, "loss": mean_loss, "acc": 100.0 * float(correct) / n}
+        result.history.append(entry)
         if not math.isfinite(mean_loss):  # checked once per epoch: no per-step host sync
             result.status, result.reason = "failed", f"non-finite training loss in epoch {epoch + 1}"
             break
+        if cfg.select == "best-val":
+            entry["val_acc"] = evaluate(model, data.batches("val", max(bs, 500)), transform=data.transform)[0]
+            if best is None or entry["val_acc"] > best[0]:
+                best = (entry["val_acc"], {k: v.detach().clone() for k, v in model.state_dict().items()},
+                        epoch + 1)
+        if on_epoch is not None:
+            model.eval()
+            measured = on_epoch(epoch + 1, model)
+            if measured:
+                result.curves.append({"epoch": epoch + 1, **measured})
+        model.train()
+        bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{entry['acc']:.1f}")
+        if checkpoint is not None and epoch + 1 < cfg.epochs and time.monotonic() - last_save >= checkpoint_seconds():
+            _save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                          "gen": gen.get_state(), "adv_gen": adv_gen.get_state(),
+                                          "history": result.history, "curves": result.curves,
+                                          "epoch": epoch + 1, "best": best})
+            last_save = time.monotonic()
+    if best is not None and result.status == "ok":
+        model.load_state_dict(best[1])
+        result.best_epoch = best[2]
     opt.zero_grad(set_to_none=True)  # leave no stale gradients for attacks or callers to trip over
     model.eval()
     return result
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    """Atomically (a temporary file renamed into place): a checkpoint is whole or absent."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(buf.getbuffer())
+    os.replace(tmp, path)
+
+
+def _load_checkpoint(path: Path | None, device: torch.device) -> dict | None:
+    """The saved training state, or None (no checkpoint, or an unreadable one: start afresh)."""
+    if path is None or not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - a damaged checkpoint only costs the time it saved
+        tqdm.write(f"bnrobust: ignoring unreadable checkpoint {path} ({type(e).__name__}); training from scratch",
+                   file=sys.stderr)
+        return None
+    tqdm.write(f"bnrobust: resuming {path.name} from epoch {state['epoch']}", file=sys.stderr)
+    for key in ("gen", "adv_gen"):
+        state[key] = state[key].cpu()
+    return state
