@@ -123,3 +123,12 @@ def test_list_every_registry(what, capsys):
     assert main(["list", what]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines and all(line.strip() for line in lines)
+
+
+def test_set_inside_a_switched_off_section_applies_only_where_it_is_on(capsys, tmp_path):
+    exp = get_experiment("mnist-c")
+    over = {"train.adversarial.steps": 2}
+    cfg = {v: c for v, s, c in exp.configs("quick", 1, over)}
+    assert cfg["PGD"]["train"]["adversarial"]["steps"] == 2 and cfg["PGD BN"]["train"]["adversarial"]["eps"] == 0.3
+    assert cfg["BN"]["train"]["adversarial"] is None
+    assert set(exp.not_applied("quick", over)["train.adversarial.steps"]) == {"Per-img", "BN"}

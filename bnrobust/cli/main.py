@@ -133,8 +133,11 @@ def cmd_run(args) -> None:
     for exp in exps:
         exp.configs(args.scale, args.seeds, overrides)  # validate every config before running any
         for key, variants in exp.shadowed(args.scale, overrides).items():
-            print(f"bnrobust: note: --set {key} replaces the value that {exp.id}'s variant(s) "
-                  f"{', '.join(variants)} set themselves", file=sys.stderr)
+            print(f"bnrobust: note: --set {key} overrides what {exp.id}'s variant(s) {', '.join(variants)} "
+                  "set themselves", file=sys.stderr)
+        for key, variants in exp.not_applied(args.scale, overrides).items():
+            print(f"bnrobust: note: --set {key} does not apply to {exp.id}'s variant(s) {', '.join(variants)}, "
+                  "which switch that section off", file=sys.stderr)
     for exp in exps:
         results = sweep(exp, out, args.scale, args.seeds, overrides, _root(args), args.device,
                         args.force, shard, executor=args.executor)

@@ -165,7 +165,7 @@ class Experiment:
             raise BnrobustError(f"--seeds must be at most {MAX_SEEDS}, got {n}")
         out = []
         for name in self.variant_names(scale):
-            cfg = apply_overrides(self.variant_config(name, scale), overrides or {})
+            cfg = apply_overrides(self.variant_config(name, scale), self.overrides_for(name, scale, overrides))
             for seed in range(n):
                 out.append((name, seed, resolve_config(dict(cfg, seed=seed))))
         return out
@@ -182,6 +182,23 @@ class Experiment:
         return apply_overrides(apply_overrides(self.base, self.scales.get(scale, {})),
                                self.variant_overrides(name, scale))
 
+    def overrides_for(self, name: str, scale: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
+        """The --set overrides that apply to a variant: all of them, except keys inside a section
+        the variant switches off (None in its resolved config), e.g. `train.adversarial.steps`
+        for a variant without adversarial training."""
+        if not overrides:
+            return {}
+        resolved = resolve_config(dict(self.variant_config(name, scale), seed=0))
+        return {k: v for k, v in overrides.items() if not _inside_switched_off(resolved, k)}
+
+    def not_applied(self, scale: str, overrides: dict[str, Any]) -> dict[str, list[str]]:
+        """{--set key: the variants it does not apply to (see overrides_for)}."""
+        out: dict[str, list[str]] = {}
+        for name in self.variant_names(scale):
+            for key in set(overrides) - set(self.overrides_for(name, scale, overrides)):
+                out.setdefault(key, []).append(name)
+        return out
+
     def shadowed(self, scale: str, overrides: dict[str, Any]) -> dict[str, list[str]]:
         """{--set key: the variants whose own value for it (or a section holding it) the key replaces}."""
         out: dict[str, list[str]] = {}
@@ -195,6 +212,19 @@ class Experiment:
 
 
 _MISSING = object()
+
+
+def _inside_switched_off(resolved: dict, key: str) -> bool:
+    """Whether some section above `key` is None (switched off) in a resolved config."""
+    parts = key.split(".")
+    node: Any = resolved
+    for part in parts[:-1]:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+        if node is None:
+            return True
+    return False
 
 
 @dataclass

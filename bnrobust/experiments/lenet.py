@@ -249,7 +249,7 @@ def cw_figure(results: Results, out: Path) -> list[str]:
         return []
     n = 10
     ds = get_dataset(runs[0][1].config, results.root)
-    x, y = ds.x_test[:n], ds.y_test[:n]
+    x, y = ds.take("test", slice(0, n)), ds.y_test[:n]
     fig, axes = plt.subplots(1 + len(runs), n, figsize=(1.3 * n, 1.5 * (1 + len(runs))), squeeze=False)
     for k in range(n):
         axes[0][k].imshow(x[k, 0].numpy(), cmap="gray", vmin=0, vmax=1)

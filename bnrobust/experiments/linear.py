@@ -67,7 +67,7 @@ def toy_figure(results: Results, out: Path) -> list[str]:
     if gd is None or bn is None:
         return []
     ds = get_dataset(gd.config, results.root)
-    x, y = ds.x_train.numpy(), ds.y_train.numpy()
+    x, y = ds.inputs("train").numpy(), ds.y_train.numpy()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     lim = (9.0, 4.0)
     for ax, run, title in ((axes[0], gd, "a. GD(x)"), (axes[1], bn, "b. BNGD(x)")):
@@ -79,7 +79,7 @@ def toy_figure(results: Results, out: Path) -> list[str]:
         ax.set_xlabel("x1 (task-relevant)"), ax.set_ylabel("x2 (task-irrelevant)")
     model = bn.model(results.root)
     bnl = model.norm
-    xn = ((ds.x_train - bnl.running_mean) / torch.sqrt(bnl.running_var + bnl.eps)).numpy()
+    xn = ((ds.inputs("train") - bnl.running_mean) / torch.sqrt(bnl.running_var + bnl.eps)).numpy()
     axes[2].scatter(xn[:, 0], xn[:, 1], c=y, cmap="coolwarm", s=6, alpha=0.6)
     _boundary(axes[2], model, (3.0, 4.0), transform=model.linear, colors="k")
     axes[2].set_title("c. BN(x), GD: the data BNGD sees, and its boundary")
@@ -350,7 +350,7 @@ def _tracking_weights(results: Results, variant: str) -> np.ndarray | None:
     if run is None:
         return None
     model, ds = run.model(results.root), get_dataset(run.config, results.root)
-    w = model.input_space_weights(ds.x_test)
+    w = model.input_space_weights(ds.inputs("test"))
     return (w[1] - w[0]).numpy()
 
 
@@ -363,7 +363,7 @@ def tracking_figures(results: Results, out: Path) -> list[str]:
         if w is not None:
             weight_image(ax, w.reshape(28, 28), f"{name}\nθ = {results.mean(name, 'theta.deg'):.1f}°, "
                                                f"clean {results.mean(name, 'clean.acc'):.1f}%")
-    axes[5].imshow(ds.x_train.std(0).reshape(28, 28).numpy(), cmap="gray")
+    axes[5].imshow(ds.inputs("train").std(0).reshape(28, 28).numpy(), cmap="gray")
     axes[5].set_title("(f) training-set std"), axes[5].axis("off")
     fig.suptitle("Fig. 10: boundary normals (BN folded in) of seed 0; θ and accuracy are means over seeds")
     paths = [save_figure(fig, out / "fig10_weights.png")]

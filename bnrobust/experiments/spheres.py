@@ -252,8 +252,8 @@ def representations_figure(results: Results, out: Path) -> list[str]:
         spec = run.config["eval"]["metrics"]["mix"]
         bs, layers = spec.get("batch_size", 100), [0, *spec.get("layers", REP_LAYERS)]
         ia, ib = two_minibatches(len(ds.x_train), bs, run.seed)
-        ra = batch_representations(model, ds.prepare(ds.x_train[ia]), layers)
-        rb = batch_representations(model, ds.prepare(ds.x_train[ib]), layers)
+        ra = batch_representations(model, ds.prepare(ds.take("train", ia)), layers)
+        rb = batch_representations(model, ds.prepare(ds.take("train", ib)), layers)
         ya, yb = ds.y_train[ia].numpy(), ds.y_train[ib].numpy()
         for col, (layer, a, b) in enumerate(zip(layers, ra, rb)):
             ax = axes[row, col]
