@@ -1,9 +1,9 @@
 """Evaluation: what we measure on a trained model (`EVALS`, selected by `eval.metrics`), the
 gradient-masking checks, and statistics over seeds."""
 from .masking import masking_problems
-from .measure import accuracy_and_loss, nearest_centroid_direction, tilt_angle
+from .measure import accuracy_and_loss, evaluate, nearest_centroid_direction, tilt_angle
 from .metrics import EVALS, EvalContext
 from .stats import mean_sem
 
-__all__ = ["EVALS", "EvalContext", "accuracy_and_loss", "masking_problems", "mean_sem",
+__all__ = ["EVALS", "EvalContext", "accuracy_and_loss", "evaluate", "masking_problems", "mean_sem",
            "nearest_centroid_direction", "tilt_angle"]
