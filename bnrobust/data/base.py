@@ -9,6 +9,7 @@ training device (`Dataset.to`), and augmentation runs there too.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -108,6 +109,30 @@ class Dataset:
     def head(self, n: int) -> "Dataset":
         """The same dataset with only the first n test items (e.g. for costly attacks)."""
         return dataclasses.replace(self, x_test=self.x_test[:n], y_test=self.y_test[:n], cache={})
+
+    def describe(self) -> dict:
+        """What data a run used, for its record: {"name", "num_classes", "sizes": {split: n}
+        (None for a missing split), "sha256": the first 16 hex digits of a SHA-256 over every
+        stored split in the order x_train, y_train, x_val, y_val, x_test, y_test (each as its
+        name, dtype, shape and raw bytes; so a different subset, order or split changes it),
+        "decode": repr of the decode step (it names e.g. the standardization statistics)}.
+        Cached on the dataset object."""
+        if "describe" not in self.cache:
+            h = hashlib.sha256()
+            for key in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
+                t = getattr(self, key)
+                if t is None:
+                    h.update(f"{key}:none;".encode())
+                    continue
+                t = t.detach().contiguous()
+                h.update(f"{key}:{t.dtype}:{list(t.shape)};".encode())
+                h.update(t.reshape(-1).view(torch.uint8).cpu().numpy().data if t.numel() else b"")
+            self.cache["describe"] = {
+                "name": self.name, "num_classes": self.num_classes,
+                "sizes": {s: (None if getattr(self, f"x_{s}") is None else len(getattr(self, f"x_{s}")))
+                          for s in SPLITS},
+                "sha256": h.hexdigest()[:16], "decode": None if self.decode is None else repr(self.decode)}
+        return dict(self.cache["describe"])
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -18,5 +18,5 @@ def build_model(spec: Spec, dataset) -> nn.Module:
     return MODELS.build(spec, "model", dataset=dataset)
 
 
-from . import linear, mlp, lenet  # noqa: E402,F401  (register the families)
+from . import linear, mlp, lenet, vgg  # noqa: E402,F401  (register the families)
 from .norms import INPUT_NORMS, NORMS, make_norm  # noqa: E402,F401
