@@ -112,7 +112,7 @@ def test_failed_or_interrupted_command_keeps_previous_manifest(finished, capsys,
     # a sweep of other settings interrupted after its first run: the manifest still names the old sweep
     calls = []
 
-    def interrupted(cfg, root=None, device="cpu", progress=False):
+    def interrupted(cfg, root=None, device="cpu", progress=False, checkpoint=None):
         if calls:
             raise KeyboardInterrupt
         calls.append(cfg)
@@ -133,7 +133,7 @@ def test_first_sweep_interrupted_is_reported_and_resumed(tmp_path, capsys, monke
     real = sweep_mod.run_config
     calls = []
 
-    def interrupted(cfg, root=None, device="cpu", progress=False):
+    def interrupted(cfg, root=None, device="cpu", progress=False, checkpoint=None):
         if calls:
             raise KeyboardInterrupt
         calls.append(cfg)
