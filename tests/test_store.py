@@ -201,7 +201,7 @@ def test_two_sweeps_into_one_out_compute_each_run_once(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep_mod, "POLL_S", 0.05)
     real, computed, lock = sweep_mod.run_config, [], threading.Lock()
 
-    def slow(cfg, root=None, device="cpu", progress=False):
+    def slow(cfg, root=None, device="cpu", progress=False, checkpoint=None):
         with lock:
             computed.append(cfg["seed"])
         time.sleep(0.3)
