@@ -30,6 +30,9 @@ FAMILIES = {
 
 # Families whose every-norm tests live in their own file (they need other inputs than _images).
 TESTED_ELSEWHERE = {f"vgg{d}" for d in (8, 11, 13, 16, 19)}  # tests/test_vgg.py: 32x32, every depth x norm
+# tests/test_imagenet_models.py: the ImageNet architectures (224x224, published weights), every norm
+TESTED_ELSEWHERE |= {f"imagenet-vgg{d}" for d in (11, 13, 16, 19)} | {"imagenet-alexnet", "imagenet-resnet18"} \
+    | {f"bagnet{q}" for q in (9, 17, 33)}
 
 
 def test_every_model_family_is_covered():

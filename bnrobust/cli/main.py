@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="quick: minutes on a laptop CPU; paper: the paper's settings (default: quick)")
         sp.add_argument("--out", default="results", help="results directory (default: ./results)")
         sp.add_argument("--data-dir", help="dataset root (default: $BNROBUST_DATA, else ~/.cache/bnrobust)")
+        sp.add_argument("--weights", metavar="DIR", help="folder of pretrained weights files (default: "
+                        "$BNROBUST_WEIGHTS, then the torch hub cache $TORCH_HOME/hub/checkpoints)")
 
     r = sub.add_parser("run", help="run an experiment's sweep (resumes; skips finished runs) and report it")
     common(r)
@@ -198,6 +200,8 @@ def _root(args) -> Path:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "weights", None):  # read by bnrobust.models.weights, here and in worker processes
+            os.environ["BNROBUST_WEIGHTS"] = args.weights
         if args.command == "list":
             cmd_list(args.what)
         elif args.command == "run":

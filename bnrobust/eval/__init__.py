@@ -4,6 +4,7 @@ from .masking import masking_problems
 from .measure import accuracy_and_loss, evaluate, nearest_centroid_direction, tilt_angle
 from .metrics import EVALS, EvalContext
 from .stats import mean_sem
+from . import topk  # noqa: E402,F401  (registers the topk and transfer metrics)
 
 __all__ = ["EVALS", "EvalContext", "accuracy_and_loss", "evaluate", "masking_problems", "mean_sem",
            "nearest_centroid_direction", "tilt_angle"]
