@@ -21,6 +21,23 @@ def _find_mnist() -> Path | None:
     return None
 
 
+def _find_cifar10() -> Path | None:
+    for cand in (os.environ.get("BNROBUST_DATA"), REPO.parent / "shared" / "data"):
+        if cand and any((Path(cand) / d / "test_batch.bin").exists() or (Path(cand) / d / "test_batch").exists()
+                        for d in ("cifar-10-batches-bin", "cifar-10-batches-py")):
+            return Path(cand)
+    return None
+
+
+@pytest.fixture(scope="session")
+def cifar_root() -> Path:
+    root = _find_cifar10()
+    if root is None:
+        pytest.skip("real CIFAR-10 not found: set BNROBUST_DATA or put ../shared/data/cifar-10-batches-bin beside "
+                    "the repo")
+    return root
+
+
 @pytest.fixture(autouse=True)
 def _no_network(monkeypatch):
     """Tests never download: a missing file must fail fast with the offline message."""

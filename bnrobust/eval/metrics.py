@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Literal, Optional, Sequence
 
 import numpy as np
@@ -36,6 +37,7 @@ class EvalContext:
     seed: int
     clip: tuple[float, float] | None
     device: torch.device
+    root: Path | None = None  # the data root, for metrics that read further files (CIFAR-10.1)
 
 
 def _acc_loss(model, ds: Dataset, ctx: EvalContext, perturb=None, pre_perturb=None) -> dict:
@@ -257,3 +259,16 @@ def eval_fooling(model, ds, ctx, n_per_class: PosInt = 10,
         out["saturated"].append(100.0 * float((target_margin >= 0.995).double().mean()))
         out["moved_l2"].append(float((rec[s] - rec[0]).flatten(1).norm(dim=1).mean()))
     return out
+
+
+@EVALS.register("cifar10.1")
+def eval_cifar101(model, ds, ctx, sigma: NonNeg = 0.25) -> dict:
+    """Clean and noisy (x + N(0, sigma^2), clipped) accuracy on CIFAR-10.1 v6 (Recht et al., 2018),
+    decoded like the run's CIFAR-10; {"found": False} when its files are not under the data root."""
+    from ..data.cifar import Cifar101NotFound, with_cifar101_test
+    try:
+        new = with_cifar101_test(ds, ctx.root)
+    except Cifar101NotFound:
+        return {"found": False, "clean": None, "noise": None}
+    return {"found": True, "clean": _acc_loss(model, new, ctx)["acc"],
+            "noise": eval_awgn(model, new, ctx, sigma)["acc"]}

@@ -40,6 +40,7 @@ class Column:
     digits: int = 2
     relative: bool = False  # shown as a ratio to the variant's baseline (Experiment.ratio_to), if it has one
     id: str = ""
+    per: str | None = None  # show 100 * metric / this metric, per run (e.g. the share of clean accuracy kept)
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -139,11 +140,11 @@ class Experiment:
         for scale in (s for s in SCALES if s in self.seeds):
             for name in self.variant_names(scale):
                 metrics = (self.variant_config(name, scale).get("eval") or {}).get("metrics") or {}
-                for c in self.columns:
-                    key = c.metric.split(".")[0]
+                for c, path in ((c, p) for c in self.columns for p in (c.metric, c.per) if p):
+                    key = path.split(".")[0]
                     if key not in metrics:
                         raise BnrobustError(
-                            f"experiment {self.id!r}: column {c.id!r} reads metric {c.metric!r}, but variant "
+                            f"experiment {self.id!r}: column {c.id!r} reads metric {path!r}, but variant "
                             f"{name!r} at scale {scale!r} computes no {key!r}{close_matches(key, list(metrics))}; "
                             f"its eval.metrics: {', '.join(metrics) or 'none'}")
 
@@ -298,4 +299,8 @@ class Results:
         baseline = self.experiment.ratio_to.get(self._variant(variant))
         if column.relative and baseline:
             return self.ratio(variant, baseline, column.metric)
+        if column.per:
+            runs = self.ok_runs(variant)
+            pairs = [(r.metric(column.metric), r.metric(column.per)) for r in runs]
+            return mean_sem([100.0 * a / b for a, b in pairs if a is not None and b])
         return self.stat(variant, column.metric)

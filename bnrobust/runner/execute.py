@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..data import Dataset, load_dataset
+from ..data import Dataset, data_root, load_dataset
 from ..eval import EVALS, EvalContext
 from ..models import build_model
 from ..train import TrainConfig, train
@@ -37,7 +37,7 @@ def run_config(cfg: dict, root: Path | None = None, device: torch.device | str =
     torch.manual_seed(seed)
     model = build_model(cfg["model"], ds).to(device)
     ev = cfg["eval"]
-    ctx = EvalContext(ev.get("batch_size", 1000), seed, ds.clip, device)
+    ctx = EvalContext(ev.get("batch_size", 1000), seed, ds.clip, device, root if root is not None else data_root())
 
     def measure(keys, model):
         return {key: EVALS.build(ev["metrics"][key], f"eval.metrics.{key}", model=model, ds=ds, ctx=ctx)
@@ -51,6 +51,8 @@ def run_config(cfg: dict, root: Path | None = None, device: torch.device | str =
     result = train(model, ds, TrainConfig.from_dict(cfg["train"]), seed, progress, checkpoint, on_epoch)
     record: dict[str, Any] = {"status": result.status, "reason": result.reason, "history": result.history,
                               "metrics": {}}
+    if hasattr(ds, "describe"):
+        record["data"] = ds.describe()  # which data the run saw: split sizes and a fingerprint
     if result.curves:
         record["curves"] = result.curves
     if result.best_epoch is not None:

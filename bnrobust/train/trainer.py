@@ -52,6 +52,9 @@ class TrainConfig:
     select: Literal["last", "best-val"] = "last"
     # bf16 autocast: "auto" = on CUDA only (fp32 on CPU, where bf16 is slower and less exact).
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # A run whose last-epoch training accuracy (%) is below this is recorded as "failed to train"
+    # (e.g. 15 for a 10-class task: a network stuck at chance, as deep VGGs without BN can be).
+    fail_below: Annotated[float, Field(ge=0, le=100)] = 0.0
     compile: bool = False  # torch.compile the model for training
 
     def __post_init__(self):  # checked even when built in Python rather than from a config
@@ -189,6 +192,10 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, seed: int, progress
                                           "history": result.history, "curves": result.curves,
                                           "epoch": epoch + 1, "best": best})
             last_save = time.monotonic()
+    if result.status == "ok" and result.history and result.history[-1]["acc"] < cfg.fail_below:
+        result.status = "failed"
+        result.reason = (f"training accuracy {result.history[-1]['acc']:.1f}% after {len(result.history)} epochs, "
+                         f"below train.fail_below = {cfg.fail_below:g}% (did not train)")
     if best is not None and result.status == "ok":
         model.load_state_dict(best[1])
         result.best_epoch = best[2]
