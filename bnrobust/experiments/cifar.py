@@ -241,7 +241,7 @@ register(Experiment(
     variants={**{_c_name(c): {"model.norm.c": c} for c in C_VALUES}, "no BN": {"model.norm": "none",
                                                                               "model.norm_layers": "all"}},
     seeds={"quick": 1, "paper": 5},
-    scales={"quick": {**QUICK_DATA, "train.epochs": 3}},
+    scales={"quick": {**QUICK_DATA, "train.epochs": 8}},
     scale_variants={"quick": [_c_name(c) for c in QUICK_C] + ["no BN"]},
     columns=[Column("Clean", "clean.acc", 2, id="clean"), Column("Noise", "noise.acc", 1, id="noise")]
     + _fraction_columns(("noise", "Noise")),
@@ -249,7 +249,10 @@ register(Experiment(
            "'BN only on the input layer', 'as for BNGD': a BatchNorm2d over the 3 image channels before the first "
            "convolution, gamma = 1 and beta = 0 fixed (`norm_layers: [0]`). The paper plots this sweep without "
            "numbers, so there is no reference column; its text says four seeds, its caption five (we use five).",
-           "quick scale: 10,000 training images, half-width VGG8, 3 epochs, five values of c and no BN, one seed."],
+           "quick scale: 10,000 training images, half-width VGG8, 8 epochs, five values of c and no BN, one seed. "
+           "After 3 epochs (about 40% clean) noise cost every model under 4% of its clean accuracy, so there was no "
+           "vulnerability for c to remove; 8 epochs is the shortest schedule at which the full-BN VGG8 of "
+           "cifar10-small-lr shows one."],
     checks=eps_sweep_cifar_checks, figures=[eps_sweep_cifar_figure],
 ))
 
