@@ -147,7 +147,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, seed: int, progress
         best = state["best"]
     last_save = time.monotonic()
     model.train()
-    bar = tqdm(range(start, cfg.epochs), desc="epochs", unit="epoch", leave=False, disable=not progress,
+    bar = tqdm(range(start, cfg.epochs), desc="epochs", unit="epoch", leave=False, disable=None if progress else True,
                initial=start, total=cfg.epochs)
     for epoch in bar:
         for group in opt.param_groups:
