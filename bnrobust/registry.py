@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import re
 import typing
 from typing import Any, Callable, Iterator, Union
 
@@ -91,7 +92,7 @@ class Registry:
     def describe(self, name: str) -> str:
         """The first sentence of the builder's docstring."""
         text = " ".join((inspect.getdoc(self.get(name)) or "").split("\n\n")[0].split())
-        first = text.split(". ")[0]
+        first = re.split(r"(?<=[.!?])\s+(?=[A-Z])", text)[0]  # not at "Fig. 8" or "e.g. x"
         return first if first.endswith((".", "?", "!")) else first + "."
 
     # -- specs -------------------------------------------------------------
