@@ -103,6 +103,19 @@ def test_truncated_manifest_report_is_one_line_error(finished, capsys):
 
 # 2. the manifest -------------------------------------------------------------------------------
 
+def interrupt_after_first_run(monkeypatch) -> list:
+    """Make the sweep's run_config compute one run, then raise KeyboardInterrupt (Ctrl-C)."""
+    real, calls = sweep_mod.run_config, []
+
+    def interrupted(cfg, root=None, device="cpu", progress=False, checkpoint=None):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(cfg)
+        return real(cfg, root, device)
+    monkeypatch.setattr(sweep_mod, "run_config", interrupted)
+    return calls
+
+
 def test_failed_or_interrupted_command_keeps_previous_manifest(finished, capsys, monkeypatch):
     manifest = finished / "toy-tilting" / "quick" / "manifest.json"
     before, rows = manifest.read_text(), table(finished)
@@ -110,15 +123,7 @@ def test_failed_or_interrupted_command_keeps_previous_manifest(finished, capsys,
     code, _, err = cli(capsys, "run", "toy-tilting", "--out", finished, *FAST, "--set", "eval.batch_size=-1")
     assert code == 2 and err.count("\n") == 1
     # a sweep of other settings interrupted after its first run: the manifest still names the old sweep
-    calls = []
-
-    def interrupted(cfg, root=None, device="cpu", progress=False, checkpoint=None):
-        if calls:
-            raise KeyboardInterrupt
-        calls.append(cfg)
-        return real(cfg, root, device)
-    real = sweep_mod.run_config
-    monkeypatch.setattr(sweep_mod, "run_config", interrupted)
+    calls = interrupt_after_first_run(monkeypatch)
     code, _, err = cli(capsys, "run", "toy-tilting", "--out", finished, "--seeds", "2", "--set", "train.epochs=2")
     assert code == 130 and len(calls) == 1
     assert manifest.read_text() == before
@@ -131,14 +136,7 @@ def test_first_sweep_interrupted_is_reported_and_resumed(tmp_path, capsys, monke
     """With no manifest yet, it is written once validation has passed: a killed first sweep
     reports its finished runs, and the same command resumes it."""
     real = sweep_mod.run_config
-    calls = []
-
-    def interrupted(cfg, root=None, device="cpu", progress=False, checkpoint=None):
-        if calls:
-            raise KeyboardInterrupt
-        calls.append(cfg)
-        return real(cfg, root, device)
-    monkeypatch.setattr(sweep_mod, "run_config", interrupted)
+    interrupt_after_first_run(monkeypatch)
     assert cli(capsys, "run", "toy-tilting", "--out", tmp_path, *FAST)[0] == 130
     code, _, err = cli(capsys, "report", "toy-tilting", "--out", tmp_path)
     assert code == 0 and "1 of 2 runs have not run yet" in err
