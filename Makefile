@@ -20,10 +20,11 @@ demo: $(BIN)/.installed  ## Table 1 at the paper's settings (5 seeds x 4 models,
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
 
-bench: $(BIN)/.installed  ## trainer/attacks and MLP trainer vs plain PyTorch; corruption suites (~6 min)
+bench: $(BIN)/.installed  ## trainer/attacks and MLP trainer vs plain PyTorch; corruption suites; VGG8 on the CPU (~8 min)
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_mlp.py
 	$(BIN)/python benchmarks/bench_corruptions.py
+	$(BIN)/python benchmarks/bench_vgg_cpu.py
 
 clean:
 	rm -rf $(VENV) results
