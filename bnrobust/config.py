@@ -37,15 +37,6 @@ def set_dotted(cfg: dict, key: str, value: Any) -> None:
     node[last] = copy.deepcopy(value)
 
 
-def get_dotted(cfg: dict, key: str, default: Any = None) -> Any:
-    node: Any = cfg
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node
-
-
 def apply_overrides(cfg: dict, overrides: dict[str, Any]) -> dict:
     cfg = copy.deepcopy(cfg)
     for key, value in overrides.items():

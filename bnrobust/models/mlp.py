@@ -11,7 +11,7 @@ from torch import nn
 from ..errors import BnrobustError
 from ..registry import Spec
 from . import MODELS
-from .norms import NORMS, make_norm
+from .norms import NORMS, make_norm, norm_name
 
 NonNegInt = Annotated[int, Field(ge=0)]
 PosInt = Annotated[int, Field(ge=1)]
@@ -29,7 +29,7 @@ class MLP(nn.Sequential):
         normed = set(range(1, depth + 1)) if norm_layers == "all" else set(norm_layers)
         for i in range(1, depth + 1):
             layers.append(nn.Linear(in_features if i == 1 else width, width))
-            if i in normed and NORMS.resolve(norm)["name"] != "none":
+            if i in normed and norm_name(norm) != "none":
                 layers.append(make_norm(norm, width, dims=1))
             layers.append(nn.ReLU())
         layers.append(nn.Linear(width if depth else in_features, num_classes))
@@ -66,7 +66,7 @@ class DeepLinear(nn.Module):
 
     def __init__(self, in_features: int, num_classes: int, depth: int, width: int, norm: Spec = "none"):
         super().__init__()
-        with_norm = NORMS.resolve(norm)["name"] != "none"
+        with_norm = norm_name(norm) != "none"
         self.layers = nn.ModuleList(
             nn.Sequential(nn.Linear(in_features if i == 0 else width, width),
                           *([make_norm(norm, width, dims=1)] if with_norm else []))
