@@ -30,6 +30,7 @@ class DecodeImages:
         if mode not in PREPROCESS:
             raise BnrobustError(f"unknown preprocessing {mode!r}; choose from {', '.join(PREPROCESS)}")
         self.mode, self.mean, self.std = mode, mean, std
+        self._on: dict[str, tuple] = {}  # (table, mean, std) per device, copied there once
 
     @classmethod
     def fit(cls, mode: str, x_train: torch.Tensor) -> tuple["DecodeImages", tuple[float, float]]:
@@ -45,10 +46,17 @@ class DecodeImages:
         x = dec(x_train)
         return dec, (float(x.min()), float(x.max()))
 
+    def _tensors(self, device: torch.device) -> tuple:
+        key = str(device)
+        if key not in self._on:
+            self._on[key] = tuple(t if t is None else t.to(device) for t in (self.LUT, self.mean, self.std))
+        return self._on[key]
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.LUT.to(x.device)[x.long()]
+        lut, mean, std = self._tensors(x.device)
+        x = lut[x.long()]
         if self.mode == "pixel-std":
-            return (x - self.mean.to(x.device)) / self.std.to(x.device)
+            return (x - mean) / std
         if self.mode == "image-std":
             return per_image_standardize(x)
         return x
