@@ -122,3 +122,38 @@ def test_sweep_killed_mid_run_resumes_from_its_checkpoint(tmp_path):
     table = lambda o: [line for line in (o / "toy-tilting" / "quick" / "report.md").read_text().splitlines()  # noqa: E731
                        if line.startswith("| ")]
     assert table(out) == table(clean)
+
+
+def test_lr_scale_attribute_gets_its_own_group_and_rate():
+    """Fixup's scalars train at lr/10: a parameter's `lr_scale` sets its group's learning rate."""
+    ds = _task()
+    model = _model(ds)
+    scalar = model.net[0].bias if hasattr(model, "net") else next(p for p in model.parameters() if p.dim() == 1)
+    scalar.lr_scale = 0.1
+    before = scalar.detach().clone()
+    other = next(p for p in model.parameters() if p is not scalar)
+    cfg = TrainConfig(lr=0.05, epochs=1, batch_size=32)
+    groups = param_groups(model, cfg)
+    assert sorted(g["lr_scale"] for g in groups) == [0.1, 1.0]
+    assert [g["params"] for g in groups if g["lr_scale"] == 0.1] == [[scalar]]
+    # one plain SGD step: the scaled parameter moves by exactly a tenth of lr * grad
+    ds1 = Dataset("t", ds.x_train[:32], ds.y_train[:32], ds.x_test, ds.y_test, 2, None)
+    model.train()
+    torch.nn.functional.cross_entropy(model(ds1.x_train), ds1.y_train).backward()
+    grad = scalar.grad.clone()
+    model.zero_grad()
+    train(model, ds1, cfg, seed=0)
+    assert torch.allclose(scalar.detach(), before - 0.005 * grad, atol=1e-6)
+    assert other.requires_grad
+
+
+def test_inverse_frequency_class_weights():
+    from bnrobust.train.trainer import class_weights
+    y = torch.tensor([0, 0, 0, 1])
+    w = class_weights(y, 3)
+    assert torch.allclose(w, torch.tensor([4 / 9, 4 / 3, 0.0]))  # N / (K n_c), N=4, K=3
+    ds = _task()
+    res = train(_model(ds), ds, TrainConfig(lr=0.05, epochs=1, batch_size=32, class_weights="inverse-frequency"), 0)
+    assert res.status == "ok"
+    with pytest.raises(BnrobustError):
+        TrainConfig.from_dict({"class_weights": "balanced"})

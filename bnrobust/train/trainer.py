@@ -56,6 +56,8 @@ class TrainConfig:
     # (e.g. 15 for a 10-class task: a network stuck at chance, as deep VGGs without BN can be).
     fail_below: Annotated[float, Field(ge=0, le=100)] = 0.0
     compile: bool = False  # torch.compile the model for training
+    # "inverse-frequency": weight each example's loss by N / (K n_class), for imbalanced data (SVHN, App. J.2)
+    class_weights: Literal["uniform", "inverse-frequency"] = "uniform"
 
     def __post_init__(self):  # checked even when built in Python rather than from a config
         TRAINERS.resolve(asdict(self), "train")
@@ -90,12 +92,23 @@ def _lr_at(cfg: TrainConfig, epoch: int) -> float:
 
 def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     """SGD parameter groups: weight decay on every parameter, or (decay="weights") only on the
-    weights of conv/linear layers, i.e. parameters with more than one dimension."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    if cfg.decay == "all" or cfg.weight_decay == 0:
-        return [{"params": params, "weight_decay": cfg.weight_decay}]
-    return [{"params": [p for p in params if p.dim() > 1], "weight_decay": cfg.weight_decay},
-            {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
+    weights of conv/linear layers, i.e. parameters with more than one dimension. A parameter with
+    an `lr_scale` attribute (set by its model, e.g. Fixup's scalars at lr/10) gets a group whose
+    learning rate is scaled by it."""
+    groups: dict[tuple[float, float], list] = {}
+    for p in (p for p in model.parameters() if p.requires_grad):
+        decays = cfg.decay == "all" or p.dim() > 1
+        key = (cfg.weight_decay if decays else 0.0, float(getattr(p, "lr_scale", 1.0)))
+        groups.setdefault(key, []).append(p)
+    return [{"params": ps, "weight_decay": wd, "lr_scale": scale} for (wd, scale), ps in groups.items()]
+
+
+def class_weights(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """N / (K n_c) per class c: the inverse class frequency, scaled so that a balanced set gets 1s.
+    A class absent from the training set gets weight 0 (it contributes no loss anyway)."""
+    counts = torch.bincount(y.long(), minlength=num_classes).double()
+    w = torch.where(counts > 0, len(y) / (num_classes * counts.clamp_min(1)), torch.zeros_like(counts))
+    return w.float().to(y.device)
 
 
 def checkpoint_seconds() -> float:
@@ -136,6 +149,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, seed: int, progress
     if device.type == "cuda" and data.x_train.dim() == 4:  # NHWC: faster convolutions on tensor cores
         model = model.to(memory_format=torch.channels_last)
     fwd = torch.compile(model) if cfg.compile else model
+    weight = class_weights(data.y_train, data.num_classes) if cfg.class_weights == "inverse-frequency" else None
     best: tuple[float, dict] | None = None
     start = 0
     state = _load_checkpoint(checkpoint, device)
@@ -151,7 +165,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, seed: int, progress
                initial=start, total=cfg.epochs)
     for epoch in bar:
         for group in opt.param_groups:
-            group["lr"] = _lr_at(cfg, epoch) * (bs if cfg.lr_per_example else 1)
+            group["lr"] = _lr_at(cfg, epoch) * (bs if cfg.lr_per_example else 1) * group["lr_scale"]
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         for xb, yb in data.batches("train", bs, gen, augment=True):
@@ -162,7 +176,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, seed: int, progress
                 model.train()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 out = fwd(xb)
-            loss = F.cross_entropy(out.float(), yb)
+            loss = F.cross_entropy(out.float(), yb, weight=weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
