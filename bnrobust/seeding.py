@@ -14,6 +14,7 @@ class Stream(IntEnum):
     PGD = 54321            # PGD random starts in evaluation
     MINIBATCHES = 777      # the two mini-batches of the batch-mixing metric
     FOOLING = 24680        # the starting noise of fooling images
+    GRID_SOURCES = 13579   # which test image of each class the target grid starts from
 
 
 def stream_seed(seed: int, stream: Stream) -> int:

@@ -16,7 +16,7 @@ ATTACKS = Registry("attack", context=("model", "x", "y", "clip", "generator"))
 
 from .gradient import NORMS, TARGETS, awgn, fgsm, pgd  # noqa: E402
 from .cw import cw_l2, cw_l2_stats  # noqa: E402
-from .fooling import fooling_images, fooling_trajectory, softmax_margin  # noqa: E402
+from .fooling import fooling_images, fooling_trajectory, softmax_margin, target_grid  # noqa: E402
 
 __all__ = ["ATTACKS", "NORMS", "TARGETS", "awgn", "fgsm", "pgd", "cw_l2", "cw_l2_stats", "fooling_images",
-           "fooling_trajectory", "softmax_margin"]
+           "fooling_trajectory", "softmax_margin", "target_grid"]

@@ -59,3 +59,27 @@ def fooling_images(model: nn.Module, n_per_class: int, num_classes: int, shape: 
     out, targets = fooling_trajectory(model, n_per_class, num_classes, shape, steps, (), step_size, init_std,
                                       clip, generator)
     return out[steps], targets
+
+
+def target_grid(model: nn.Module, sources: torch.Tensor, num_classes: int, step_size: float = 0.05,
+                margin: float = 0.9, max_steps: int = 1000, clip=None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Fig. 15's source-to-target grid: every source image is pushed towards every class by
+    targeted BIM-l2 steps (normalized cross-entropy gradient times step_size, clipped to the valid
+    range, no eps-ball) until the grid's mean target margin (p_target - max other p) reaches
+    `margin`, or max_steps. Returns (images [S, num_classes, ...], target margins [S, num_classes],
+    steps taken); the row of a source's own class starts at the natural image."""
+    if step_size <= 0 or max_steps < 1 or not 0 < margin < 1:
+        raise BnrobustError(f"the target grid needs step_size > 0, max_steps >= 1 and 0 < margin < 1, got "
+                            f"{step_size}, {max_steps}, {margin}")
+    s = len(sources)
+    targets = torch.arange(num_classes, device=sources.device).repeat(s)
+    x = sources.repeat_interleave(num_classes, 0).clone()
+    steps = 0
+    with torch.no_grad():
+        m = softmax_margin(model(x), targets)
+    while float(m.mean()) < margin and steps < max_steps:
+        x = _clip(x + _step(_loss_grad(model, x, targets, True), step_size, "l2"), clip).detach()
+        steps += 1
+        with torch.no_grad():
+            m = softmax_margin(model(x), targets)
+    return x.view(s, num_classes, *sources.shape[1:]), m.view(s, num_classes), steps

@@ -168,6 +168,23 @@ def eval_masking(model, ds, ctx, eps: Annotated[list[NonNeg], Field(min_length=2
     return {"eps": list(eps), "fgsm": f, "pgd": p, "passed": not problems, "problems": problems}
 
 
+@EVALS.register("eps-curve")
+def eval_eps_curve(model, ds, ctx, eps: Annotated[list[NonNeg], Field(min_length=2)], steps: PosInt = 20,
+                   n: PosInt = 500, norm: Norm = "linf", target: Target = "none") -> dict:
+    """Accuracy against eps (Fig. 5) under PGD (`steps` steps of eps/10, no random start) with an
+    untargeted or least-likely-targeted objective, on the first n test points, with FGSM at the
+    same eps (same objective) and the gradient-masking checks on both curves. The FGSM curve is
+    only required to start at clean accuracy and lie above PGD (one large step overshoots)."""
+    sub = ds if ctx.batch_size == 0 else ds.head(n)
+    clean = _acc_loss(model, sub, ctx)["acc"]
+    f = [_acc_loss(model, sub, ctx, lambda xb, yb: attacks.fgsm(model, xb, yb, e, norm, ctx.clip, target))["acc"]
+         for e in eps]
+    p = [_acc_loss(model, sub, ctx, lambda xb, yb: attacks.pgd(model, xb, yb, e, steps, max(e, 1e-12) / 10, norm,
+                                                               False, ctx.clip, target))["acc"] for e in eps]
+    problems = masking_problems(clean, list(eps), f, p, fgsm_curve=False)
+    return {"eps": list(eps), "clean": clean, "fgsm": f, "pgd": p, "passed": not problems, "problems": problems}
+
+
 @EVALS.register("converged")
 def eval_converged(model, ds, ctx) -> dict:
     """flag = 1.0 if the model (in eval mode) classifies every training point correctly, else 0.0:
@@ -259,6 +276,36 @@ def eval_fooling(model, ds, ctx, n_per_class: PosInt = 10,
         out["saturated"].append(100.0 * float((target_margin >= 0.995).double().mean()))
         out["moved_l2"].append(float((rec[s] - rec[0]).flatten(1).norm(dim=1).mean()))
     return out
+
+
+def grid_sources(ds: Dataset, seed: int) -> torch.Tensor:
+    """Indices of one random test image per class (Fig. 15), drawn with the run's seed."""
+    g = torch.Generator().manual_seed(stream_seed(seed, Stream.GRID_SOURCES))
+    y = ds.y_test.cpu()
+    idx = []
+    for c in range(ds.num_classes):
+        members = (y == c).nonzero().flatten()
+        if len(members) == 0:
+            raise BnrobustError(f"the target grid needs a test image of every class; class {c} has none")
+        idx.append(int(members[torch.randint(len(members), (1,), generator=g)]))
+    return torch.tensor(idx)
+
+
+@EVALS.register("target-grid")
+def eval_target_grid(model, ds, ctx, step_size: Positive = 0.05, margin: Annotated[float, Field(gt=0, lt=1)] = 0.9,
+                     max_steps: PosInt = 1000) -> dict:
+    """Fig. 15 in numbers: one random test image per class pushed towards every class by targeted
+    BIM-l2 until the grid's mean target margin reaches `margin`; the steps that took, the mean l2
+    distance moved (off the diagonal) and the % of the grid classified as its target."""
+    model.eval()
+    idx = grid_sources(ds, ctx.seed)
+    x = ds.take("test", idx).to(ctx.device)
+    grid, m, steps = attacks.target_grid(model, x, ds.num_classes, step_size, margin, max_steps, ctx.clip)
+    off = ~torch.eye(ds.num_classes, dtype=torch.bool, device=m.device)
+    moved = (grid - x[:, None]).flatten(2).norm(dim=2)
+    return {"sources": idx.tolist(), "steps": steps, "reached": float(m.mean()) >= margin,
+            "mean_margin": float(m.mean()), "l2_mean": float(moved[off].mean()),
+            "target_rate": 100.0 * float((m > 0).double().mean())}
 
 
 @EVALS.register("cifar10.1")
