@@ -57,7 +57,7 @@ from .common import (CIFAR10_C, DETERMINISTIC, MNIST_C, NOT_IMPLEMENTED, SEVERIT
                      corrupt, corruption_names)
 from . import cifar10_c, mnist_c  # noqa: F401  (register the corruptions)
 from .cifar10_c import frost_texture, load_frost_textures, make_frost
-from .files import CIFAR10_C_FILES, MNIST_C_FILES, load_cifar10_c, load_mnist_c
+from .files import CIFAR10_C_CATEGORIES, CIFAR10_C_FILES, MNIST_C_FILES, load_cifar10_c, load_mnist_c
 from .show import show_grid, synthetic_color_images, synthetic_digits
 
 # List the registries in the papers' order, whatever order the modules registered them in.
@@ -68,7 +68,7 @@ __all__ = [
     "MNIST_C", "CIFAR10_C", "SUITES", "SEVERITIES", "DETERMINISTIC", "NOT_IMPLEMENTED",
     "corrupt", "corruption_names", "load_mnist_c", "load_cifar10_c", "load_cifar10_arrays",
     "show_grid", "synthetic_digits", "synthetic_color_images", "frost_texture",
-    "load_frost_textures", "make_frost", "MNIST_C_FILES", "CIFAR10_C_FILES",
+    "load_frost_textures", "make_frost", "MNIST_C_FILES", "CIFAR10_C_FILES", "CIFAR10_C_CATEGORIES",
 ]
 
 _FROM_DATA = ("load_cifar10_arrays", "CIFAR10_BATCHES")

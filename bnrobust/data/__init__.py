@@ -12,7 +12,7 @@ DATASETS = Registry("dataset", context=("root", "seed"))
 from .base import Dataset  # noqa: E402
 from .root import data_root, download_allowed  # noqa: E402
 from .transforms import DecodeImages, NearestUpscale, per_image_standardize  # noqa: E402
-from . import cifar, mnist, synthetic  # noqa: E402,F401  (register the datasets)
+from . import cifar, mnist, svhn, synthetic  # noqa: E402,F401  (register the datasets)
 from . import imagenet  # noqa: E402,F401  (the ILSVRC2012 validation set, user-supplied)
 from .mnist import load_mnist_arrays, mnist_files, read_idx  # noqa: E402
 

@@ -144,14 +144,15 @@ def channel_stats(x: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
 # The task
 
 
-def split_indices(n_total: int, seed: int, n_train: int | None, n_val: int) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(n_total: int, seed: int, n_train: int | None, n_val: int,
+                  source: str = "CIFAR-10") -> tuple[np.ndarray, np.ndarray]:
     """(train, val) indices into the official training set: perm = default_rng(seed).permutation
     (n_total); val = sorted(perm[:n_val]); train = sorted(perm[n_val:n_val + n_train]) (all the
-    rest when n_train is None). One-line error when more are asked for than there are."""
+    rest when n_train is None). One-line error, naming `source`, when more are asked for than there are."""
     want = (n_total - n_val) if n_train is None else n_train
     if n_val + want > n_total or want < 1:
         asked = f"{n_val:,} validation" + ("" if n_train is None else f" + {n_train:,} training")
-        raise BnrobustError(f"data.n_train + data.n_val ask for {asked} images but the CIFAR-10 training files "
+        raise BnrobustError(f"data.n_train + data.n_val ask for {asked} images but the {source} training files "
                             f"hold {n_total:,} (and at least one must be left for training)")
     perm = np.random.default_rng(seed).permutation(n_total)
     return np.sort(perm[n_val:n_val + want]), np.sort(perm[:n_val])

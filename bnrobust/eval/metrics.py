@@ -20,7 +20,7 @@ from ..errors import BnrobustError
 from ..registry import Registry
 from ..seeding import Stream, stream_seed
 from .masking import masking_problems
-from .measure import accuracy_and_loss, evaluate, nearest_centroid_direction, tilt_angle
+from .measure import evaluate, nearest_centroid_direction, tilt_angle
 from .representations import batch_representations, pca2, quadratic_probe_accuracy, two_minibatches
 
 EVALS = Registry("metric", context=("model", "ds", "ctx"))
@@ -97,42 +97,49 @@ def eval_adv_damage(model, ds, ctx, eps: NonNeg = 0.1) -> dict:
     return {"damage": adv - clean, "pred": math.sqrt(d / d0)}
 
 
-def _corrupted_test_set(ds: Dataset, suite: str, name: str, severity: int, seed: int) -> torch.Tensor:
-    """The test images under one corruption, computed once per (dataset, corruption, seed) and
-    shared by every model of a sweep that uses the same dataset object."""
-    from ..corruptions import corrupt
-    key = ("corrupted", suite, name, severity, seed)
-    if key not in ds.cache:
-        lo, hi = ds.clip if ds.clip is not None else (0.0, 1.0)
-        if (lo, hi) != (0.0, 1.0):
-            raise BnrobustError("the 'corruptions' metric needs images in [0, 1] (data preprocess 'unit'); "
-                                "put per-image standardization in the model (model.input_norm) instead")
-        x = ds.inputs("test").permute(0, 2, 3, 1).cpu().numpy()  # [N, H, W, C] in [0, 1]
-        if x.shape[-1] == 1:
-            x = x[..., 0]
-        out = corrupt(np.round(x * 255.0).astype(np.uint8), name, severity, seed, suite)
-        t = torch.from_numpy(out.astype(np.float32) / 255.0)
-        ds.cache[key] = (t.unsqueeze(1) if t.dim() == 3 else t.permute(0, 3, 1, 2)).contiguous()
-    return ds.cache[key]
-
-
-@EVALS.register("corruptions")
+@EVALS.register("corruptions", version=2)
 def eval_corruptions(model, ds, ctx, suite: Literal["mnist", "cifar10"] = "mnist", names: Optional[list[str]] = None,
-                     severities: Optional[list[Annotated[int, Field(ge=1, le=5)]]] = None) -> dict:
-    """Accuracy under each common corruption of `suite` (MNIST-C or CIFAR-10-C, computed by
-    bnrobust.corruptions with the run's seed), averaged over severities, and "overall", the
-    mean over corruptions."""
-    from ..corruptions import SEVERITIES, corruption_names
+                     severities: Optional[list[Annotated[int, Field(ge=1, le=5)]]] = None,
+                     source: Literal["auto", "generated", "released"] = "auto") -> dict:
+    """Accuracy under each common corruption of `suite` (MNIST-C or CIFAR-10-C) at each severity.
+
+    The stored test images are corrupted, kept as uint8 like the released files, and decoded by the
+    dataset's own decode (bnrobust.eval.corrupted). source: "generated" = computed by
+    bnrobust.corruptions, seeded by the run's seed; "released" = the CIFAR-10-C files in
+    <root>/CIFAR-10-C/ (cifar10 dataset only); "auto" = released when that folder holds them.
+    Returns {<corruption>: mean accuracy over the severities, "overall": mean over corruptions,
+    "mce": the paper's mean corruption error (100 - mean accuracy over corruptions x severities),
+    "by_severity": {<corruption>: {"<severity>": accuracy}}, "categories": {<category>: mean of
+    its corruptions' accuracies} (CIFAR-10-C; Hendrycks & Dietterich's noise / blur / weather /
+    digital / extra), "source": "generated" or "released", "n": test images}."""
+    from ..corruptions import CIFAR10_C_CATEGORIES, SEVERITIES, corruption_names
+    from ..corruptions.common import _suite
+    from .corrupted import choose_source, corrupted_test_set, mean_corruption_error, released_folder
     names = list(names) if names is not None else corruption_names(suite)
-    severities = list(severities) if severities is not None else list(SEVERITIES[suite])
-    out: dict = {}
     for name in names:
-        accs = []
+        _suite(suite).get(name)  # an unknown name is a one-line error, before any work
+    severities = list(severities) if severities is not None else list(SEVERITIES[suite])
+    for sev in severities:
+        if sev not in SEVERITIES[suite]:
+            raise BnrobustError(f"the 'corruptions' metric: suite {suite!r} has severities "
+                                f"{', '.join(map(str, SEVERITIES[suite]))}, got {sev}")
+    src = choose_source(ds, suite, names, ctx.root, source)
+    folder = released_folder(ds, suite, ctx.root) if src == "released" else None
+    by_sev: dict = {}
+    for name in names:
+        by_sev[name] = {}
         for sev in severities:
-            x = _corrupted_test_set(ds, suite, name, sev, ctx.seed)
-            accs.append(accuracy_and_loss(model, x, ds.y_test, None, ctx.batch_size, ctx.device, ds.transform)[0])
-        out[name] = float(np.mean(accs))
+            cds = corrupted_test_set(ds, suite, name, sev, ctx.seed, folder, ctx.device)
+            by_sev[name][str(sev)] = _acc_loss(model, cds, ctx)["acc"]
+    out: dict = {name: float(np.mean(list(by_sev[name].values()))) for name in names}
     out["overall"] = float(np.mean([out[n] for n in names]))
+    out["mce"] = mean_corruption_error(by_sev)
+    out["by_severity"] = by_sev
+    cats = CIFAR10_C_CATEGORIES if suite == "cifar10" else {}
+    out["categories"] = {c: float(np.mean([out[n] for n in members if n in out]))
+                         for c, members in cats.items() if any(n in out for n in members)}
+    out["source"] = src
+    out["n"] = len(ds.y_test)
     return out
 
 
