@@ -66,7 +66,7 @@ def one_line_error(fn, match: str) -> str:
 
 def test_registered_with_documented_options_and_official_md5s():
     assert DATASETS.resolve("svhn") == {"name": "svhn", "n_train": None, "n_val": 5000, "n_test": None,
-                                        "standardize": "train"}
+                                        "standardize": "train", "grayscale": False}
     assert SVHN_FILES == {"train_32x32.mat": "e26dedcc434d2e4c54c9b2d4a06d8373",
                           "test_32x32.mat": "eb5a983be6a315427106f1b164d9cef3"}
 
@@ -103,7 +103,7 @@ def test_dataset_splits_storage_and_clip(files):
     one_line_error(lambda: build(root, n_val=10, n_train=51), r"ask for 10 validation \+ 51 training images but "
                                                               r"the SVHN training files hold 60")
     one_line_error(lambda: build(root, n_val=10, n_test=21), r"data\.n_test must be at most 20 .*test_32x32\.mat.*got 21")
-    one_line_error(lambda: build(root, standardize="unit"), r"^data\.standardize: Input should be 'train'")
+    one_line_error(lambda: build(root, standardize="gray"), r"^data\.standardize: Input should be 'train'")
 
 
 def test_decode_modes(files):
@@ -193,3 +193,15 @@ def test_damaged_files_are_one_line_errors(tmp_path):
     one_line_error(lambda: read_svhn_mat(bad), r"labels outside 1\.\.10 \(10 = digit 0\)")
     scipy.io.savemat(str(bad), {"X": np.zeros((28, 28, 3, 2), np.uint8), "y": np.array([[1], [3]], np.uint8)})
     one_line_error(lambda: read_svhn_mat(bad), r"holds X uint8 \[28, 28, 3, 2\] .*expected X uint8 \[32, 32, 3, N\]")
+
+
+def test_unit_scale_and_grayscale_for_the_appendix_j2_cnn(files):
+    root, (xtr, _), (xte, _) = files
+    ds = build(root, n_val=0, standardize="unit", grayscale=True)
+    assert ds.input_shape == (1, 32, 32) and ds.clip == (0.0, 1.0)
+    rgb = torch.from_numpy(xte).double().permute(3, 2, 0, 1)  # [N, 3, 32, 32]
+    luma = (0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]).round()
+    assert (ds.x_test[:, 0].double() - luma).abs().max() <= 1  # float32 vs float64 rounding at .5
+    x = ds.inputs("test")
+    assert torch.equal(x, (ds.x_test.double() / 255).float()) and x.min() >= 0 and x.max() <= 1
+    assert build(root, n_val=0, standardize="unit").input_shape == (3, 32, 32)

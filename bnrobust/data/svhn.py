@@ -110,9 +110,16 @@ def load_svhn_arrays(root: Path, verify: bool = True, download: bool | None = No
     return xtr, ytr, xte, yte
 
 
+def _luma(x: np.ndarray) -> np.ndarray:
+    """uint8 [N, H, W, 3] -> uint8 [N, H, W, 1]: ITU-R 601 luma, rounded."""
+    y = x.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.clip(np.rint(y), 0, 255).astype(np.uint8)[..., None]
+
+
 @DATASETS.register("svhn")
 def svhn(root: Path, seed: int, n_train: Optional[PosInt] = None, n_val: NonNegInt = 5000,
-         n_test: Optional[PosInt] = None, standardize: Literal["train", "full", "pm1"] = "train") -> Dataset:
+         n_test: Optional[PosInt] = None, standardize: Literal["train", "full", "pm1", "unit"] = "train",
+         grayscale: bool = False) -> Dataset:
     """SVHN digits (train_32x32.mat, test_32x32.mat in <root>/SVHN/), standardized per channel,
     with a seeded validation split held out of the training set; clip [-1, 1] (the paper's).
 
@@ -120,19 +127,28 @@ def svhn(root: Path, seed: int, n_train: Optional[PosInt] = None, n_val: NonNegI
     first n_val of perm, training = the next n_train (None: all the rest); both sorted back to the
     file's order. Test = the first n_test test images (None: all 26,032).
     standardize: "train" = exact per-channel mean/std of the training images used; "full" = those
-    of all 73,257 training images; "pm1" = (x / 255 - 0.5) / 0.5, exactly [-1, 1]."""
+    of all 73,257 training images; "pm1" = (x / 255 - 0.5) / 0.5, exactly [-1, 1]; "unit" = x / 255,
+    pixels in [0, 1] (clip [0, 1]), for models that normalize their own input (appendix J.2).
+    grayscale: one channel, ITU-R 601 luma 0.299 R + 0.587 G + 0.114 B rounded to uint8 (Table 15's
+    CNN reads one input channel)."""
     xtr, ytr, xte, yte = load_svhn_arrays(root)
     tr, va = split_indices(len(xtr), seed, n_train, n_val, "SVHN")
     if n_test is not None and n_test > len(xte):
         raise BnrobustError(f"data.n_test must be at most {len(xte):,} (the images test_32x32.mat holds), "
                             f"got {n_test:,}")
+    if grayscale:
+        xtr, xte = _luma(xtr), _luma(xte)
     x_train = xtr[tr]
-    if standardize == "pm1":
-        mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    channels = xtr.shape[-1]
+    if standardize == "unit":
+        mean, std = (0.0,) * channels, (1.0,) * channels
+    elif standardize == "pm1":
+        mean, std = (0.5,) * channels, (0.5,) * channels
     else:
         mean, std = channel_stats(x_train if standardize == "train" else xtr)
     to_y = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64))  # noqa: E731
     nt = len(xte) if n_test is None else n_test
-    return Dataset("svhn", _chw(x_train), to_y(ytr[tr]), _chw(xte[:nt]), to_y(yte[:nt]), 10, CLIP,
+    return Dataset("svhn", _chw(x_train), to_y(ytr[tr]), _chw(xte[:nt]), to_y(yte[:nt]), 10,
+                   (0.0, 1.0) if standardize == "unit" else CLIP,
                    decode=StandardizeChannels(mean, std, standardize),
                    x_val=_chw(xtr[va]) if n_val else None, y_val=to_y(ytr[va]) if n_val else None)
