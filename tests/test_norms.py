@@ -30,6 +30,8 @@ FAMILIES = {
 
 # Families whose every-norm tests live in their own file (they need other inputs than _images).
 TESTED_ELSEWHERE = {f"vgg{d}" for d in (8, 11, 13, 16, 19)}  # tests/test_vgg.py: 32x32, every depth x norm
+# tests/test_resnets.py: the CIFAR ResNets and WideResNets (bn, gn, ln, none, fixup), Table 15's CNN
+TESTED_ELSEWHERE |= {f"resnet{d}" for d in (20, 32, 44, 56, 110)} | {"wrn", "simple-cnn"}
 # tests/test_imagenet_models.py: the ImageNet architectures (224x224, published weights), every norm
 TESTED_ELSEWHERE |= {f"imagenet-vgg{d}" for d in (11, 13, 16, 19)} | {"imagenet-alexnet", "imagenet-resnet18"} \
     | {f"bagnet{q}" for q in (9, 17, 33)}

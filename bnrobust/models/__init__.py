@@ -19,5 +19,6 @@ def build_model(spec: Spec, dataset) -> nn.Module:
 
 
 from . import linear, mlp, lenet, vgg  # noqa: E402,F401  (register the families)
+from . import resnet, wrn, simple_cnn  # noqa: E402,F401  (CIFAR ResNets, WideResNets, Table 15's CNN)
 from . import imagenet, bagnet  # noqa: E402,F401  (torchvision's ImageNet models, BagNets)
 from .norms import INPUT_NORMS, NORMS, make_norm  # noqa: E402,F401

@@ -90,25 +90,26 @@ def fixup(num_features: int, dims: int) -> nn.Module:
 
 
 class ScalarBias(nn.Module):
-    """Fixup's scalar bias: x + b, b a learned scalar initialized to 0."""
+    """Fixup's scalar bias: x + b, b a learned scalar initialized to 0. b is cast to x's dtype, so
+    under bf16 autocast the activations stay bf16 (float32 b would promote them to float32)."""
 
     def __init__(self):
         super().__init__()
         self.bias = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.bias
+        return x + self.bias.to(x.dtype)
 
 
 class ScalarScale(nn.Module):
-    """Fixup's scalar multiplier: x * s, s a learned scalar initialized to 1."""
+    """Fixup's scalar multiplier: x * s, s a learned scalar initialized to 1 (cast like `ScalarBias`)."""
 
     def __init__(self):
         super().__init__()
         self.scale = nn.Parameter(torch.ones(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale
+        return x * self.scale.to(x.dtype)
 
 
 def uses_batch_stats(model: nn.Module) -> bool:
