@@ -338,3 +338,17 @@ def test_bad_options_are_one_line(spec, ds, match):
     with pytest.raises(BnrobustError, match=match) as e:
         build_model(spec, ds)
     assert "\n" not in str(e.value)
+
+
+def test_resnet_biases_and_scales_train_at_a_tenth_of_the_lr():
+    """The authors' cifar_train.py: every parameter named *bias or *scale at lr/10 (bias_lr)."""
+    from bnrobust.train import TrainConfig
+    from bnrobust.train.trainer import param_groups
+    for norm in ("fixup", "bn"):
+        model = build_model({"name": "resnet20", "norm": norm}, DS)
+        scaled = {n for n, p in model.named_parameters() if getattr(p, "lr_scale", 1.0) == 0.1}
+        assert scaled and scaled == {n for n, _ in model.named_parameters() if "bias" in n or "scale" in n}
+        groups = param_groups(model, TrainConfig())
+        assert sorted(g["lr_scale"] for g in groups) == [0.1, 1.0]
+    plain = build_model({"name": "resnet20", "norm": "fixup", "bias_lr": 1.0}, DS)
+    assert len(param_groups(plain, TrainConfig())) == 1

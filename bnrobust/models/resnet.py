@@ -28,10 +28,10 @@ whose models it leaves unchanged):
   stage (AngusG's `fixup_resnet32bn`, "one BN layer to match Andy Brock's implementation"); the
   paper's unnormalized ResNets (Fig. 4) have none, so the default is False.
 
-Training note (the lead's trainer, not the model): Zhang's and the authors' training script give
-every parameter whose name contains "bias" or "scale" a tenth of the learning rate (in the
-batch-normalized network that includes the norms' biases and the classifier's bias); our
-scalar parameters are named `...bias` and `...scale` so the same rule selects them.
+Learning rates: Zhang's and the authors' training script (cifar_train.py) give every parameter whose
+name contains "bias" or "scale" a tenth of the learning rate (in the batch-normalized network that
+includes the norms' biases and the classifier's bias). `bias_lr` (default 0.1) marks those
+parameters with `lr_scale`, which the trainer turns into their own SGD group; 1.0 turns it off.
 """
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ from typing import Annotated, Optional
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from ..errors import BnrobustError
@@ -174,7 +175,8 @@ def _register(depth: int) -> None:
 
     def build(dataset, norm: Annotated[Spec, NORMS] = "bn", shortcut_norm: bool = True,
               zero_init_residual: bool = True, final_bn: Optional[bool] = None,
-              input_norm: Annotated[Spec, INPUT_NORMS] = "none") -> CifarResNet:
+              input_norm: Annotated[Spec, INPUT_NORMS] = "none",
+              bias_lr: Annotated[float, Field(gt=0)] = 0.1) -> CifarResNet:
         shape = dataset.input_shape
         if len(shape) != 3:
             raise BnrobustError(f"resnet{depth} needs [C, H, W] images, got inputs of shape {list(shape)}")
@@ -182,8 +184,12 @@ def _register(depth: int) -> None:
         if final_bn is not None and not fixup:
             raise BnrobustError("model.final_bn applies to norm 'fixup' only (the other norms normalize every "
                                 "block already)")
-        return CifarResNet(depth, shape[0], dataset.num_classes, norm, shortcut_norm, zero_init_residual,
-                           bool(final_bn), input_norm)
+        model = CifarResNet(depth, shape[0], dataset.num_classes, norm, shortcut_norm, zero_init_residual,
+                            bool(final_bn), input_norm)
+        for name, p in model.named_parameters():
+            if "bias" in name or "scale" in name:
+                p.lr_scale = bias_lr
+        return model
 
     build.__name__ = f"resnet{depth}"
     build.__doc__ = (
@@ -191,7 +197,8 @@ def _register(depth: int) -> None:
         f"zero-padding shortcuts; norm 'bn' (default; also gn, ln, none) or 'fixup'.\n\n"
         f"shortcut_norm: normalize the subsampled input of the downsampling shortcuts (the authors' BN code). "
         f"zero_init_residual: start the last norm of each branch at gamma = 0. final_bn (fixup only, default "
-        f"False): one BatchNorm2d after the last stage. See bnrobust/models/resnet.py for the sources.")
+        f"False): one BatchNorm2d after the last stage. bias_lr: learning-rate multiplier of every parameter named "
+        f"*bias or *scale (0.1, as the authors' training script). See bnrobust/models/resnet.py for the sources.")
     MODELS.register(f"resnet{depth}")(build)
 
 
