@@ -85,7 +85,7 @@ def test_registered_names_and_defaults():
                                                                       "stats": "tracked", "momentum": 0.1,
                                                                       "gamma_init": "ones"},
                                           "shortcut_norm": True, "zero_init_residual": True, "final_bn": None,
-                                          "input_norm": {"name": "none"}}
+                                          "input_norm": {"name": "none"}, "bias_lr": 0.1}
     wrn = MODELS.resolve("wrn")
     assert (wrn["depth"], wrn["widen"], wrn["norm"]["name"], wrn["final_bn"], wrn["fixup_init"]) == (28, 10, "bn", None,
                                                                                                     "fixup")
