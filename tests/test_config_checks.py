@@ -6,6 +6,7 @@ import pytest
 
 from bnrobust.cli import main
 from bnrobust.config import config_hash, resolve_config
+from bnrobust.errors import BnrobustError
 from bnrobust.eval import EVALS
 from bnrobust.experiments import get_experiment
 from bnrobust.registry import Registry
@@ -132,3 +133,18 @@ def test_set_inside_a_switched_off_section_applies_only_where_it_is_on(capsys, t
     assert cfg["PGD"]["train"]["adversarial"]["steps"] == 2 and cfg["PGD BN"]["train"]["adversarial"]["eps"] == 0.3
     assert cfg["BN"]["train"]["adversarial"] is None
     assert set(exp.not_applied("quick", over)["train.adversarial.steps"]) == {"Per-img", "BN"}
+
+
+def test_set_key_of_one_model_family_skips_variants_without_that_option():
+    """`--set model.width_factor=...` reaches the VGGs of cifar10-small-lr, not its WideResNets (which have
+    no such option, and say so in a note); a key no variant has stays, so its typo is an error."""
+    from bnrobust.experiments import get_experiment
+    exp = get_experiment("cifar10-small-lr")
+    over = {"model.width_factor": 0.25}
+    assert exp.overrides_for("VGG8", "quick", over) == over
+    assert exp.overrides_for("WRN-28-10 BN", "quick", over) == {}
+    assert exp.not_applied("quick", over) == {"model.width_factor": ["WRN-28-10 Fixup", "WRN-28-10 BN"]}
+    typo = {"model.widht_factor": 0.25}
+    assert exp.overrides_for("WRN-28-10 BN", "quick", typo) == typo
+    with pytest.raises(BnrobustError, match="widht_factor"):
+        exp.configs("quick", overrides=typo)

@@ -139,7 +139,7 @@ def cmd_run(args) -> None:
                   "set themselves", file=sys.stderr)
         for key, variants in exp.not_applied(args.scale, overrides).items():
             print(f"bnrobust: note: --set {key} does not apply to {exp.id}'s variant(s) {', '.join(variants)}, "
-                  "which switch that section off", file=sys.stderr)
+                  "which switch that section off or have no such option", file=sys.stderr)
     for exp in exps:
         results = sweep(exp, out, args.scale, args.seeds, overrides, _root(args), args.device,
                         args.force, shard, executor=args.executor)

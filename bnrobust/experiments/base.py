@@ -186,11 +186,21 @@ class Experiment:
     def overrides_for(self, name: str, scale: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
         """The --set overrides that apply to a variant: all of them, except keys inside a section
         the variant switches off (None in its resolved config), e.g. `train.adversarial.steps`
-        for a variant without adversarial training."""
+        for a variant without adversarial training, and keys its builders have no option for that
+        another variant of the sweep has (`model.width_factor` applies to the VGGs of a sweep, not
+        to its WideResNets). A key no variant accepts is kept, so that its error is reported."""
         if not overrides:
             return {}
         resolved = resolve_config(dict(self.variant_config(name, scale), seed=0))
-        return {k: v for k, v in overrides.items() if not _inside_switched_off(resolved, k)}
+        out = {k: v for k, v in overrides.items() if not _inside_switched_off(resolved, k)}
+        others = None
+        for key in [k for k in out if not _has_option(resolved, k)]:
+            if others is None:
+                others = [resolve_config(dict(self.variant_config(v, scale), seed=0))
+                          for v in self.variant_names(scale) if v != name]
+            if any(_has_option(o, key) for o in others):
+                del out[key]
+        return out
 
     def not_applied(self, scale: str, overrides: dict[str, Any]) -> dict[str, list[str]]:
         """{--set key: the variants it does not apply to (see overrides_for)}."""
@@ -213,6 +223,16 @@ class Experiment:
 
 
 _MISSING = object()
+
+
+def _has_option(resolved: dict, key: str) -> bool:
+    """Whether a resolved config has the dotted key (every option of every builder is in it)."""
+    node: Any = resolved
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def _inside_switched_off(resolved: dict, key: str) -> bool:
