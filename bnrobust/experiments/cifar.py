@@ -40,7 +40,10 @@ QUICK_WRN = {"depth": 10, "widen": 2}
 WRN_NOTE = ("WideResNet-28-10 (Zagoruyko & Komodakis, 2016) with BN, or with Fixup and one BN layer kept before the "
             "classifier as the paper's Fixup variant does; trained with the standard WRN recipe (Nesterov momentum "
             "0.9, weight decay 5e-4, lr 0.1 multiplied by 0.2 at epochs 60 and 120, crops and flips), stopped at 150 "
-            "epochs as the paper's footnote 8 says, best validation epoch.")
+            "epochs as the paper's footnote 8 says, best validation epoch. Fixup here is the published method "
+            "(zero-initialized branch ends, rescaled inner convolutions); the code the paper used (valilenk/fixup "
+            "before its commit a202211) re-initialized every convolution with He's init and shared one scalar bias "
+            "per block, which `model.fixup_init: paper-code` reproduces.")
 
 
 def wrn_variant(norm: str, quick_epochs: int, quick_milestones: list[int], **paper_train) -> PerScale:
