@@ -22,6 +22,7 @@ import functools
 import logging
 import math
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Iterable, Iterator
@@ -64,6 +65,8 @@ class RayExecutor:
             raise BnrobustError(f"--address {address}: Ray Client (ray://) is not supported, since the driver writes "
                                 "the run store on its own machine: run bnrobust on a node of the cluster (the head, "
                                 "or a machine joined with `ray start --address HEAD:6379`) with --address auto")
+        if address is not None:
+            _check_reachable(address)
         self.address, self.gpus, self.cpus, self.max_retries = address, gpus_per_run, cpus_per_run, max_retries
         self._said = ""
 
@@ -149,22 +152,33 @@ class RayExecutor:
 
 def _connect(address: str | None) -> Any:
     """This process's Ray: the one already initialized, else a cluster's (`address`, or $RAY_ADDRESS as
-    `ray job submit` sets it), else a new local Ray on this machine. Workers get our BNROBUST_* variables."""
+    `ray job submit` sets it), else a new local Ray on this machine. Workers see our BNROBUST_* variables."""
     ray = _ray()
     if ray.is_initialized():
         return ray
     address = address or os.environ.get("RAY_ADDRESS")
-    env = {k: v for k, v in os.environ.items() if k.startswith("BNROBUST_")}
     try:
-        if address:
+        if address:  # the workers of other machines do not inherit our environment
+            env = {k: v for k, v in os.environ.items() if k.startswith("BNROBUST_")}
             ray.init(address=address, logging_level=logging.WARNING, runtime_env={"env_vars": env})
-        else:
-            ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR,
-                     runtime_env={"env_vars": env})
+        else:  # a local Ray's workers do
+            ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR)
     except (ConnectionError, ValueError, RuntimeError) as e:
-        where = f"the Ray cluster at {address}" if address else "a local Ray"
-        raise BnrobustError(f"cannot start {where}: {_first_line(e)}") from None
+        what = f"join the Ray cluster at {address}" if address else "start a local Ray"
+        raise BnrobustError(f"cannot {what}: {_first_line(e)}") from None
     return ray
+
+
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT that nothing answers on is one line now, not minutes of Ray retrying."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", "local": Ray checks those quickly itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as e:
+        raise BnrobustError(f"cannot reach the Ray cluster at {address} ({e.strerror or e}): is `ray start --head` "
+                            "running there?") from None
 
 
 class _CheckpointKeeper:
