@@ -169,7 +169,7 @@ def test_same_table_as_in_process(ray_session, tmp_path, capsys):
     assert "4 runs: 0 reused, 4 to run" in err and "2 run(s) at a time (1 CPU each)" in err
     assert table(tmp_path / "ray") == table(tmp_path / "local")
     assert leftovers(tmp_path / "ray") == []
-    code, err = cli(capsys, "run", "toy-tilting", "--out", tmp_path / "ray", *SMALL, "--executor", "ray")
+    code, err = cli(capsys, "run", "toy-tilting", "--out", tmp_path / "ray", *SMALL, "--executor", "ray", "--no-report")
     assert code == 0 and "4 reused, 0 to run" in err and "ray:" not in err  # nothing to run: no task
 
 
@@ -221,11 +221,11 @@ def _ray_workers_running() -> list[int]:
     return [pid for pid in pids if _ours(pid)]
 
 
-def _wait_for_checkpoint(runs: Path, timeout: float = 120) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline and not list(runs.glob(".ckpt-*.pt")):
-        time.sleep(0.02)
-    assert list(runs.glob(".ckpt-*.pt")), "no run checkpointed in time"
+def _running_all_checkpointed(runs: Path) -> bool:
+    """Some run is being computed, and each one that is has a checkpoint."""
+    running = [p.name[len(".claim-"):] for p in runs.glob(".claim-*")]
+    running = [name for name in running if not (runs / name / "record.json").exists()]
+    return bool(running) and all((runs / f".ckpt-{name}.pt").exists() for name in running)
 
 
 def test_killed_worker_loses_and_duplicates_nothing(ray_session, long_reference, tmp_path, monkeypatch, capfd):
@@ -237,7 +237,9 @@ def test_killed_worker_loses_and_duplicates_nothing(ray_session, long_reference,
     t = threading.Thread(target=lambda: done.append(sweep_mod.sweep(
         get_experiment("toy-tilting"), tmp_path, "quick", 1, LONG_OVER, progress=False, executor="ray")))
     t.start()
-    _wait_for_checkpoint(tmp_path / "toy-tilting" / "runs")
+    deadline = time.time() + 120
+    while time.time() < deadline and not _running_all_checkpointed(tmp_path / "toy-tilting" / "runs"):
+        time.sleep(0.02)
     victims = _ray_workers_running()
     assert victims, "the kill should land mid-run"
     os.kill(victims[0], signal.SIGKILL)
@@ -265,14 +267,15 @@ def test_killed_driver_resumes(ray_session, long_reference, tmp_path, capfd):
                                "--executor", "ray", "--address", address], env=env, cwd=REPO,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     runs = tmp_path / "toy-tilting" / "runs"
-    try:  # GD is faster than BNGD: it finishes while BNGD trains
+    stored = lambda: [p for p in runs.glob("*/record.json") if not p.parent.name.startswith(".")]  # noqa: E731
+    try:  # GD is faster than BNGD: it is stored while BNGD trains
         deadline = time.time() + 180
-        while time.time() < deadline and not (list(runs.glob("*/record.json")) and list(runs.glob(".ckpt-*.pt"))):
+        while time.time() < deadline and not (stored() and list(runs.glob(".ckpt-bngd-*.pt"))):
             time.sleep(0.02)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
-    assert len(list(runs.glob("*/record.json"))) == 1 and list(runs.glob(".ckpt-*.pt")), "kill one run mid-run"
+    assert len(stored()) == 1 and list(runs.glob(".ckpt-bngd-*.pt")), "the kill should land with BNGD mid-run"
     assert any(name.startswith(".claim-") for name in leftovers(tmp_path))
     capfd.readouterr()
     code, out = cli(capfd, "run", "toy-tilting", "--out", tmp_path, *LONG, "--executor", "ray")

@@ -32,7 +32,7 @@ from . import claims
 from .executors import EXECUTORS
 from .execute import get_dataset, run_config
 from .files import Damaged, check_writable, load_json, why, write_json_atomic
-from .storage import Health, Run, clean_stale_tmp, save_run, slug
+from .storage import Health, Run, checkpoint_path, clean_stale_tmp, save_run, slug
 
 POLL_S = 2.0  # how often a sweep looks at runs that other processes are computing
 
@@ -153,12 +153,6 @@ def sweep(exp: Experiment, out: Path, scale: str = "quick", seeds: int | None = 
     return Results(exp, scale, runs, root)
 
 
-def checkpoint_path(run: Run) -> Path:
-    """Where a run in progress keeps its training state (hidden beside the run folders; written
-    only by the process that holds the run's claim, removed once the run is saved)."""
-    return run.dir.parent / f".ckpt-{run.dir.name}.pt"
-
-
 def _fresh(run: Run, force: bool, since_ns: int) -> bool:
     """Finished, and with force, saved after this sweep started (by us or a concurrent sweep)."""
     h = _health(run)
@@ -198,6 +192,8 @@ def _compute(todo: list[Run], root: Path | None, dev: Any, force: bool, started_
     try:
         while pending:
             busy: list[tuple[Run, claims.Holder]] = []
+            # run_config and checkpoint_path live outside this module: a Ray worker that unpickles this
+            # lambda imports them, not the experiments and reports this module imports
             compute = lambda run: run_config(run.config, root, dev, progress, checkpoint_path(run))  # noqa: E731
             for run, record, model in runner.map(claimed(pending, busy), compute):
                 try:
