@@ -4,6 +4,7 @@ and the checkpoint transport it relies on. The Ray tests share one local Ray (2 
 when Ray (`pip install 'bnrobust[ray]'`) is not installed."""
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -171,6 +172,17 @@ def test_same_table_as_in_process(ray_session, tmp_path, capsys):
     assert leftovers(tmp_path / "ray") == []
     code, err = cli(capsys, "run", "toy-tilting", "--out", tmp_path / "ray", *SMALL, "--executor", "ray", "--no-report")
     assert code == 0 and "4 reused, 0 to run" in err and "ray:" not in err  # nothing to run: no task
+    # a run that fails to train (GD's loss overflows at this rate) is recorded as in-process, not retried
+    statuses = {}
+    for executor in ("local", "ray"):
+        out = tmp_path / f"nan-{executor}"
+        code, err = cli(capsys, "run", "toy-tilting", "--out", out, "--seeds", "1", "--set", "train.lr=3e38",
+                        "--set", "train.epochs=3", "--executor", executor, "--no-report")
+        assert code == 0, err
+        runs = (out / "toy-tilting" / "runs").glob("*/record.json")
+        records = {p.parent.name: json.loads(p.read_text()) for p in runs}
+        statuses[executor] = sorted((name, r["status"], r["reason"]) for name, r in records.items())
+    assert statuses["ray"] == statuses["local"] and sorted(s for _, s, _ in statuses["ray"]) == ["failed", "ok"]
 
 
 def _square(u: int):
@@ -232,7 +244,10 @@ def test_killed_worker_loses_and_duplicates_nothing(ray_session, long_reference,
     import threading
     saved: list[str] = []
     real_save = sweep_mod.save_run
-    monkeypatch.setattr(sweep_mod, "save_run", lambda run, *a, **k: (saved.append(run.dir.name), real_save(run, *a, **k))[1])
+    def counted_save(run, *args, **kwargs):
+        saved.append(run.dir.name)
+        return real_save(run, *args, **kwargs)
+    monkeypatch.setattr(sweep_mod, "save_run", counted_save)
     done: list = []
     t = threading.Thread(target=lambda: done.append(sweep_mod.sweep(
         get_experiment("toy-tilting"), tmp_path, "quick", 1, LONG_OVER, progress=False, executor="ray")))

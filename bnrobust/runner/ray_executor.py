@@ -56,7 +56,7 @@ def _ray() -> Any:
 
 @EXECUTORS.register("ray")
 class RayExecutor:
-    """Computes the runs in parallel as Ray tasks: on every core or GPU of this machine, or of a Ray cluster (--address)."""
+    """Computes the runs in parallel as Ray tasks: on every core or GPU of this machine, or of a cluster (--address)."""
 
     def __init__(self, address: str | None = None, gpus_per_run: Annotated[float, Field(ge=0)] = 0.0,
                  cpus_per_run: Annotated[float, Field(gt=0)] = 1.0, max_retries: Annotated[int, Field(ge=0)] = 3):
@@ -139,6 +139,8 @@ class RayExecutor:
         cpus, gpus = (sum(res.get(k, 0.0) for res in nodes) for k in ("CPU", "GPU"))
         line = (f"ray: {len(nodes)} node(s) with {cpus:g} CPUs and {gpus:g} GPUs: {slots} run(s) at a time "
                 f"({self.cpus:g} CPU{f', {self.gpus:g} GPU' if self.gpus else ''} each)")
+        if gpus and not self.gpus:
+            line += "; the GPUs stay idle without --gpus-per-run"
         if slots == 0:
             line += "; waiting for nodes that fit a run"
             if not self.address and not os.environ.get("RAY_ADDRESS"):
