@@ -11,7 +11,7 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned: pip takes the CPU build from local disk instead of a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,ray]'
 	touch $@
 
 demo: $(BIN)/.installed  ## Table 1 at the paper's settings (5 seeds x 4 models, real MNIST)
@@ -20,11 +20,12 @@ demo: $(BIN)/.installed  ## Table 1 at the paper's settings (5 seeds x 4 models,
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
 
-bench: $(BIN)/.installed  ## trainer/attacks and MLP trainer vs plain PyTorch; corruption suites; VGG8 on the CPU (~8 min)
+bench: $(BIN)/.installed  ## trainer/attacks and MLP trainer vs plain PyTorch; corruption suites; VGG8 on the CPU; Ray vs in-process sweep (~20 min)
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_mlp.py
 	$(BIN)/python benchmarks/bench_corruptions.py
 	$(BIN)/python benchmarks/bench_vgg_cpu.py
+	$(BIN)/python benchmarks/bench_ray.py
 
 clean:
 	rm -rf $(VENV) results

@@ -47,6 +47,24 @@ def _parse_shard(text: str | None) -> tuple[int, int]:
     return (i, n)
 
 
+def _executor(args) -> str | dict:
+    """The --executor spec, with the Ray options when given; they go with --executor ray only."""
+    ray_opts = {"address": args.address, "gpus_per_run": args.gpus_per_run, "cpus_per_run": args.cpus_per_run}
+    given = [f"--{k.replace('_', '-')}" for k, v in ray_opts.items() if v is not None]
+    if args.executor != "ray":
+        if given:
+            what = "is an option" if len(given) == 1 else "are options"
+            raise BnrobustError(f"{', '.join(given)} {what} of --executor ray (this is --executor {args.executor})")
+        return args.executor
+    if args.gpus_per_run is not None and not args.gpus_per_run >= 0:
+        raise BnrobustError(f"--gpus-per-run must be >= 0, got {args.gpus_per_run:g}")
+    if args.cpus_per_run is not None and not args.cpus_per_run > 0:
+        raise BnrobustError(f"--cpus-per-run must be > 0, got {args.cpus_per_run:g}")
+    if args.address is not None and not args.address.strip():
+        raise BnrobustError("--address must name a Ray cluster (HEAD_IP:6379 or auto)")
+    return {"name": "ray", **{k: v for k, v in ray_opts.items() if v is not None}}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="bnrobust", description="Reproduce 'Batch Normalization Increases Adversarial "
                                              "Vulnerability' experiment by experiment.")
@@ -74,7 +92,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--shard", help="I/N: run only every N-th run starting at I (split a sweep over machines)")
     r.add_argument("--no-report", action="store_true", help="skip writing the report (e.g. for shards)")
     r.add_argument("--executor", default="local", help="how runs are computed (`bnrobust list executors`; "
-                                                       "default: local, one after another in this process)")
+                                                       "default: local, one after another in this process; ray: "
+                                                       "as Ray tasks on every core/GPU of this machine or a cluster)")
+    r.add_argument("--address", help="with --executor ray: join the Ray cluster at ADDR (HEAD_IP:6379, or auto for "
+                                     "the one this machine joined with `ray start`; default: $RAY_ADDRESS, else a new "
+                                     "local Ray on this machine)")
+    r.add_argument("--gpus-per-run", type=float, metavar="G",
+                   help="with --executor ray: GPUs each run reserves (default 0; 0.25 puts four runs on one GPU)")
+    r.add_argument("--cpus-per-run", type=float, metavar="C",
+                   help="with --executor ray: CPU cores each run reserves and uses as threads (default 1)")
     rep = sub.add_parser("report", help="write the report of an experiment's finished runs")
     common(rep)
     cor = sub.add_parser("corruptions", help="list the MNIST-C / CIFAR-10-C corruptions, or draw them (--show)")
@@ -118,7 +144,6 @@ def cmd_list(what: str = "experiments") -> None:
 
 def cmd_run(args) -> None:
     from ..experiments import get_experiment
-    from ..runner.device import resolve_device
     from ..runner.executors import EXECUTORS
     from ..runner.sweep import sweep
     from ..report import write_report
@@ -130,8 +155,8 @@ def cmd_run(args) -> None:
         raise BnrobustError("--set seed=... is not a config value: every run's seed comes from --seeds N "
                             "(seeds 0..N-1)")
     out = _out(args)
-    resolve_device(args.device)
-    EXECUTORS.resolve(args.executor, "--executor")
+    executor = _executor(args)
+    EXECUTORS.build(executor, "--executor").device(args.device)  # Ray installed? --device fits the executor?
     for exp in exps:
         exp.configs(args.scale, args.seeds, overrides)  # validate every config before running any
         for key, variants in exp.shadowed(args.scale, overrides).items():
@@ -142,7 +167,7 @@ def cmd_run(args) -> None:
                   "which switch that section off or have no such option", file=sys.stderr)
     for exp in exps:
         results = sweep(exp, out, args.scale, args.seeds, overrides, _root(args), args.device,
-                        args.force, shard, executor=args.executor)
+                        args.force, shard, executor=executor)
         if not args.no_report:
             path = write_report(results, out / exp.id / args.scale)
             print(f"{exp.id}: report written to {path}")

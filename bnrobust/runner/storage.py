@@ -31,8 +31,8 @@ from .execute import get_dataset
 from .files import (Damaged, dir_mode, load_json, why, write_bytes_synced, write_json_atomic,
                     write_text_atomic)
 
-__all__ = ["Health", "Run", "check_run_dir", "clean_stale_tmp", "save_run", "slug", "write_json_atomic",
-           "write_text_atomic"]
+__all__ = ["Health", "Run", "check_run_dir", "checkpoint_path", "clean_stale_tmp", "save_run", "slug",
+           "write_json_atomic", "write_text_atomic"]
 
 STATUSES = ("ok", "failed")
 TMP_PREFIX = ".tmp-"
@@ -163,6 +163,12 @@ class Run:
         model = build_model(self.config["model"], get_dataset(self.config, root))
         model.load_state_dict(torch.load(self.dir / "model.pt", map_location="cpu", weights_only=True))
         return model.eval()
+
+
+def checkpoint_path(run: Run) -> Path:
+    """Where a run in progress keeps its training state (hidden beside the run folders; written
+    only by the process that holds the run's claim, removed once the run is saved)."""
+    return run.dir.parent / f".ckpt-{run.dir.name}.pt"
 
 
 def _owner() -> str:

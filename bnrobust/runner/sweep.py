@@ -27,12 +27,12 @@ from ..config import config_hash
 from ..errors import BnrobustError
 from ..experiments.base import Experiment, Results
 from ..models import build_model
+from ..registry import Spec
 from . import claims
-from .device import resolve_device
 from .executors import EXECUTORS
 from .execute import get_dataset, run_config
 from .files import Damaged, check_writable, load_json, why, write_json_atomic
-from .storage import Health, Run, clean_stale_tmp, save_run, slug
+from .storage import Health, Run, checkpoint_path, clean_stale_tmp, save_run, slug
 
 POLL_S = 2.0  # how often a sweep looks at runs that other processes are computing
 
@@ -107,15 +107,16 @@ def _validate(todo: list[Run], root: Path | None) -> None:
 def sweep(exp: Experiment, out: Path, scale: str = "quick", seeds: int | None = None,
           overrides: dict[str, Any] | None = None, root: Path | None = None, device: str | None = None,
           force: bool = False, shard: tuple[int, int] = (0, 1), progress: bool = True,
-          executor: str = "local") -> Results:
+          executor: Spec = "local") -> Results:
     """Run every unfinished (variant, seed) of `exp` at `scale`. Finished runs are reused
     (unless force), damaged ones re-run, so an interrupted sweep resumes where it stopped.
     shard=(i, n) runs only every n-th run starting at i, for splitting a sweep over machines
-    that share `out`."""
+    that share `out`. `executor` names an executor, or is a section with its options
+    (`{"name": "ray", "gpus_per_run": 0.25}`)."""
     started_ns = time.time_ns()
-    EXECUTORS.resolve(executor, "--executor")
+    runner = EXECUTORS.build(executor, "--executor")
     runs = plan(exp, out, scale, seeds, overrides)
-    dev = resolve_device(device)
+    dev = runner.device(device)
     i, n = shard
     mine = [r for k, r in enumerate(runs) if k % n == i]
     todo, notes = [], []
@@ -147,15 +148,9 @@ def sweep(exp: Experiment, out: Path, scale: str = "quick", seeds: int | None = 
         previous = None  # damaged: this sweep rewrites it
     if previous is None:
         write_json_atomic(mpath, manifest)
-    _compute(todo, root, dev, force, started_ns, f"{exp.id} [{scale}]", progress, executor)
+    _compute(todo, root, dev, force, started_ns, f"{exp.id} [{scale}]", progress, runner)
     write_json_atomic(mpath, manifest)
     return Results(exp, scale, runs, root)
-
-
-def checkpoint_path(run: Run) -> Path:
-    """Where a run in progress keeps its training state (hidden beside the run folders; written
-    only by the process that holds the run's claim, removed once the run is saved)."""
-    return run.dir.parent / f".ckpt-{run.dir.name}.pt"
 
 
 def _fresh(run: Run, force: bool, since_ns: int) -> bool:
@@ -165,13 +160,13 @@ def _fresh(run: Run, force: bool, since_ns: int) -> bool:
 
 
 def _compute(todo: list[Run], root: Path | None, dev: Any, force: bool, started_ns: int, desc: str,
-             progress: bool, executor: str = "local") -> None:
+             progress: bool, runner: Any = None) -> None:
     """Compute the runs of `todo` that nobody else is computing (claiming each just before the
     executor starts it); then wait for those that live processes of this host are computing,
     taking over any whose process dies."""
     bar = tqdm(total=len(todo), desc=desc, unit="run", disable=not progress or None)
-    runner = EXECUTORS.build(executor, "executor")
-    pending, remote, waited = list(todo), {}, False
+    runner = runner if runner is not None else EXECUTORS.build("local")
+    pending, remote, waited, failed = list(todo), {}, False, 0
     held: dict[str, Path] = {}  # claim files of the runs handed to the executor
 
     def claimed(candidates: list[Run], busy: list[tuple[Run, claims.Holder]]):
@@ -191,12 +186,14 @@ def _compute(todo: list[Run], root: Path | None, dev: Any, force: bool, started_
                 bar.update()
                 continue
             held[run.dir.name] = claim
-            bar.set_postfix_str(f"{run.variant} seed {run.seed}")
+            bar.set_postfix_str(f"{run.variant} seed {run.seed}" + (f", {failed} failed" if failed else ""))
             yield run
 
     try:
         while pending:
             busy: list[tuple[Run, claims.Holder]] = []
+            # run_config and checkpoint_path live outside this module: a Ray worker that unpickles this
+            # lambda imports them, not the experiments and reports this module imports
             compute = lambda run: run_config(run.config, root, dev, progress, checkpoint_path(run))  # noqa: E731
             for run, record, model in runner.map(claimed(pending, busy), compute):
                 try:
@@ -204,6 +201,9 @@ def _compute(todo: list[Run], root: Path | None, dev: Any, force: bool, started_
                     checkpoint_path(run).unlink(missing_ok=True)
                 finally:
                     claims.release(held.pop(run.dir.name))
+                if record.get("status") == "failed":
+                    failed += 1
+                    bar.set_postfix_str(f"{failed} failed")
                 bar.update()
             if busy and not waited:
                 waited = True

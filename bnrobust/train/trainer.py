@@ -17,6 +17,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attacks import ATTACKS
+from ..checkpoints import Checkpoint, open_checkpoint
 from ..data import Dataset
 from ..errors import BnrobustError
 from ..eval.measure import evaluate
@@ -119,7 +120,7 @@ def checkpoint_seconds() -> float:
 
 
 def train(model: nn.Module, data: Dataset, cfg: TrainConfig, seed: int, progress: bool = False,
-          checkpoint: Path | None = None,
+          checkpoint: Path | Checkpoint | None = None,
           on_epoch: Callable[[int, nn.Module], dict | None] | None = None) -> TrainResult:
     """Minimize cross-entropy with SGD on `data`'s training batches. Batches are drawn by a
     generator seeded with `seed`, so a run is deterministic on CPU. A non-finite loss stops
@@ -127,9 +128,10 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, seed: int, progress
 
     Data is moved to the model's device once and decoded batch by batch; adversarial
     examples stay in the data's valid range (`data.clip`). `on_epoch(epoch, model)` (in eval
-    mode) may return measurements to keep in `result.curves`. With `checkpoint`, the training
-    state is saved there now and then (atomically) and a killed run resumes from it, ending
-    with the same weights as an uninterrupted run."""
+    mode) may return measurements to keep in `result.curves`. With `checkpoint` (a path, opened
+    with `open_checkpoint`, or a Checkpoint), the training state is saved there now and then
+    (atomically) and a killed run resumes from it, ending with the same weights as an
+    uninterrupted run."""
     result = TrainResult()
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.epochs == 0 or not params:
@@ -152,6 +154,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, seed: int, progress
     weight = class_weights(data.y_train, data.num_classes) if cfg.class_weights == "inverse-frequency" else None
     best: tuple[float, dict] | None = None
     start = 0
+    checkpoint = open_checkpoint(checkpoint)
     state = _load_checkpoint(checkpoint, device)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -218,26 +221,27 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, seed: int, progress
     return result
 
 
-def _save_checkpoint(path: Path, state: dict) -> None:
-    """Atomically (a temporary file renamed into place): a checkpoint is whole or absent."""
+def _save_checkpoint(ckpt: Checkpoint, state: dict) -> None:
+    """Atomically (see Checkpoint.write): a checkpoint is whole or absent."""
     buf = io.BytesIO()
     torch.save(state, buf)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.getbuffer())
-    os.replace(tmp, path)
+    ckpt.write(buf.getbuffer())
 
 
-def _load_checkpoint(path: Path | None, device: torch.device) -> dict | None:
+def _load_checkpoint(ckpt: Checkpoint | None, device: torch.device) -> dict | None:
     """The saved training state, or None (no checkpoint, or an unreadable one: start afresh)."""
-    if path is None or not path.exists():
+    if ckpt is None:
         return None
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        data = ckpt.read()
+        if data is None:
+            return None
+        state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     except Exception as e:  # noqa: BLE001 - a damaged checkpoint only costs the time it saved
-        tqdm.write(f"bnrobust: ignoring unreadable checkpoint {path} ({type(e).__name__}); training from scratch",
+        tqdm.write(f"bnrobust: ignoring unreadable checkpoint {ckpt} ({type(e).__name__}); training from scratch",
                    file=sys.stderr)
         return None
-    tqdm.write(f"bnrobust: resuming {path.name} from epoch {state['epoch']}", file=sys.stderr)
+    tqdm.write(f"bnrobust: resuming {ckpt.name} from epoch {state['epoch']}", file=sys.stderr)
     for key in ("gen", "adv_gen"):
         state[key] = state[key].cpu()
     return state
