@@ -83,7 +83,7 @@ class Dataset:
                 idx = perm[start:start + bs]
                 if len(idx) < 2 and start > 0:
                     continue
-                xb, yb = x[idx], y[idx]
+                xb, yb = x.index_select(0, idx), y.index_select(0, idx)  # = x[idx], many times faster on CPU
             if self.decode is not None:
                 xb = self.decode(xb)
             if augment and self.augment is not None:
