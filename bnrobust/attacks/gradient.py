@@ -10,6 +10,7 @@ from pydantic import Field
 from torch import nn
 
 from ..errors import BnrobustError
+from ..runner.device import to_device
 from . import ATTACKS
 
 NORMS = ("linf", "l2")
@@ -39,7 +40,7 @@ def awgn(x: torch.Tensor, sigma: float, clip=None, generator: torch.Generator | 
     """x + N(0, sigma^2 I), clipped to the valid input range."""
     if sigma < 0:
         raise BnrobustError(f"noise sigma must be >= 0, got {sigma}")
-    noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+    noise = to_device(torch.randn(x.shape, generator=generator, dtype=x.dtype), x.device)
     return _clip(x + sigma * noise, clip)
 
 
@@ -118,11 +119,11 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: NonNeg, steps: 
         return x.clone()
     delta = torch.zeros_like(x)
     if random_start:
-        noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        noise = to_device(torch.randn(x.shape, generator=generator, dtype=x.dtype), x.device)
         if norm == "linf":
-            delta = eps * (2 * torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device) - 1)
+            delta = eps * (2 * to_device(torch.rand(x.shape, generator=generator, dtype=x.dtype), x.device) - 1)
         else:  # uniform in the l2 ball: random direction, radius eps * u^(1/d)
-            u = torch.rand(len(x), generator=generator, dtype=x.dtype).to(x.device)
+            u = to_device(torch.rand(len(x), generator=generator, dtype=x.dtype), x.device)
             radius = eps * u.pow(1.0 / x[0].numel()).view(-1, *([1] * (x.dim() - 1)))
             delta = noise / _per_sample_norm(noise) * radius
         delta = _clip(x + delta, clip) - x
