@@ -28,7 +28,7 @@ from pathlib import Path
 
 ENV = "BNROBUST_THREADS"
 RECHECK_S = 2.0  # share_cpus looks at the other processes at most this often
-_state: dict = {"me": None, "checked": -float("inf")}
+_state: dict = {"me": None, "pid": None, "checked": -float("inf")}
 
 
 def configure_env() -> None:
@@ -36,10 +36,28 @@ def configure_env() -> None:
     this process and the workers it starts share the cores (BNROBUST_THREADS=auto). A no-op
     where torch is loaded already (the command called in-process, e.g. by tests): libgomp has
     read its settings, and that process's thread count is its caller's business."""
+    _mode()  # a bad BNROBUST_THREADS is one line before any work
     if "torch" in sys.modules:
         return
     if os.environ.setdefault(ENV, "auto").strip().lower() != "torch":
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _mode() -> str | int | None:
+    """BNROBUST_THREADS: None (unset), "auto", "torch" or a thread count."""
+    mode = os.environ.get(ENV, "").strip().lower()
+    if not mode:
+        return None
+    if mode in ("auto", "torch"):
+        return mode
+    try:
+        n = int(mode)
+    except ValueError:
+        n = 0
+    if n < 1:
+        from .errors import BnrobustError
+        raise BnrobustError(f"{ENV} must be auto, torch or a number of threads >= 1, got {mode!r}")
+    return n
 
 
 def cores() -> int:
@@ -60,8 +78,9 @@ def _start_time(pid: int) -> str:
 
 
 def _register() -> Path | None:
-    """This process's file in the host's registry (created once; removed at exit)."""
-    if _state["me"] is None:
+    """This process's file in the host's registry (created once per process, a forked child
+    included; removed at exit)."""
+    if _state["me"] is None or _state["pid"] != os.getpid():
         folder = registry()
         try:
             folder.mkdir(mode=0o1777, exist_ok=True)  # shared by every user, like /tmp itself
@@ -71,14 +90,15 @@ def _register() -> Path | None:
             me.touch()
         except OSError:
             return None  # no writable temp folder: behave as if alone
-        _state["me"] = me
-        atexit.register(_unregister)
+        if _state["pid"] is None:
+            atexit.register(_unregister)
+        _state["me"], _state["pid"] = me, os.getpid()
     return _state["me"]
 
 
 def _unregister() -> None:
     me, _state["me"] = _state["me"], None
-    if me is not None:
+    if me is not None and _state["pid"] == os.getpid():  # never a parent's entry
         try:
             me.unlink()
         except OSError:
@@ -111,19 +131,13 @@ def live_processes() -> int:
 
 def wanted_threads() -> int | None:
     """The thread count BNROBUST_THREADS asks for now, or None (leave torch as it is)."""
-    mode = os.environ.get(ENV, "").strip().lower()
-    if not mode or mode == "torch":
+    mode = _mode()
+    if mode is None or mode == "torch":
         return None
     if mode == "auto":
         share = max(1, cores() // live_processes())  # registers this process, so others count it
         return None if os.environ.get("OMP_NUM_THREADS") else share
-    if os.environ.get("OMP_NUM_THREADS"):
-        return None
-    try:
-        return max(1, int(mode))
-    except ValueError:
-        from .errors import BnrobustError
-        raise BnrobustError(f"{ENV} must be auto, torch or a number of threads, got {mode!r}") from None
+    return None if os.environ.get("OMP_NUM_THREADS") else mode
 
 
 def share_cpus(force: bool = False) -> int | None:

@@ -20,7 +20,7 @@ def share(tmp_path, monkeypatch):
     n = torch.get_num_threads()
     monkeypatch.setattr(threads, "registry", lambda: tmp_path / "procs")
     monkeypatch.setattr(threads, "cores", lambda: 4)
-    monkeypatch.setattr(threads, "_state", {"me": None, "checked": -float("inf")})
+    monkeypatch.setattr(threads, "_state", {"me": None, "pid": None, "checked": -float("inf")})
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     yield tmp_path / "procs"
     threads._unregister()
@@ -85,9 +85,32 @@ def test_explicit_settings_are_obeyed(share, monkeypatch):
     assert threads.share_cpus(force=True) == 3 and torch.get_num_threads() == 3
     monkeypatch.setenv(threads.ENV, "torch")
     assert threads.share_cpus(force=True) is None and torch.get_num_threads() == 3
-    monkeypatch.setenv(threads.ENV, "many")
-    with pytest.raises(BnrobustError, match="BNROBUST_THREADS must be auto, torch or a number"):
-        threads.share_cpus(force=True)
+    for bad in ("many", "0"):
+        monkeypatch.setenv(threads.ENV, bad)
+        with pytest.raises(BnrobustError, match="BNROBUST_THREADS must be auto, torch or a number"):
+            threads.share_cpus(force=True)
+
+
+def test_a_bad_setting_is_one_line(monkeypatch, capsys):
+    from bnrobust.cli import main
+    monkeypatch.setenv(threads.ENV, "lots")
+    assert main(["list"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "bnrobust: error: BNROBUST_THREADS must be auto, torch or a number of threads >= 1, got 'lots'")
+
+
+def test_a_forked_child_registers_itself(share, monkeypatch):
+    monkeypatch.setenv(threads.ENV, "auto")
+    threads.share_cpus(force=True)
+    parent = threads._state["me"]
+    pid = os.fork()
+    if pid == 0:  # the child: its own entry next to the parent's, then exit without cleanup handlers
+        ok = threads.live_processes() == 2 and threads._state["me"] != parent
+        threads._unregister()
+        os._exit(0 if ok and parent.exists() else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [p.name for p in share.iterdir()] == [parent.name]
 
 
 def test_library_use_is_left_alone(share, monkeypatch):
