@@ -74,7 +74,8 @@ def main() -> None:
         if args.rev:
             paths[args.rev] = (extract(args.rev, Path(tmp)), dict(common))
         print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; wall seconds of "
-              f"`bnrobust run ID --scale {args.scale}` from a fresh --out" + (f"; {' '.join(args.env)}" if args.env else ""))
+              f"`bnrobust run ID --scale {args.scale}` from a fresh --out"
+              + (f"; {' '.join(args.env)}" if args.env else ""))
         print(f"{'experiment':<22}" + "".join(f"{k:>16}" for k in paths) + "".join(
             f"{'now vs ' + k:>22}" for k in paths if k != "now"))
         for exp in args.ids.split(","):
