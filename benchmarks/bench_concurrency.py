@@ -113,9 +113,11 @@ def main() -> None:
     for m in modes:
         aw, ac = (statistics.median(v) for v in zip(*[r[:2] for r in alone[m]]))
         pw, pc = (statistics.median(v) for v in zip(*[r[:2] for r in pair[m]]))
-        stopped = any(r[2] for r in alone[m] + pair[m])
-        print(f"{m:<20}{aw:10.1f}s{pw:10.1f}s{pw / aw:9.2f}x{ac:10.1f}s{pc:9.1f}s{pc / ac:9.2f}x"
-              + ("  (some stopped at --limit: walls are lower bounds, cpu counts finished runs)" if stopped else ""))
+        a_stop, p_stop = any(r[2] for r in alone[m]), any(r[2] for r in pair[m])
+        wall = lambda t, stop: f"{'>' if stop else ''}{t:.1f}s"  # noqa: E731
+        ratio = "?" if a_stop else f"{'>' if p_stop else ''}{pw / aw:.2f}x"
+        print(f"{m:<20}{wall(aw, a_stop):>11}{wall(pw, p_stop):>11}{ratio:>10}{ac:10.1f}s{pc:9.1f}s"
+              + (f"{pc / ac:9.2f}x" if not (a_stop or p_stop) else f"{'?':>10}  (> : stopped at --limit)"))
     print("wall: process start to exit; cpu: the runs' own recorded seconds (of the runs finished); slowdown: "
           "side by side / alone (goal <= 2.5x)")
 
