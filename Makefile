@@ -20,9 +20,15 @@ demo: $(BIN)/.installed  ## Table 1 at the paper's settings (5 seeds x 4 models,
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q
 
-bench: $(BIN)/.installed  ## trainer/attacks and MLP trainer vs plain PyTorch; corruption suites; VGG8 on the CPU; Ray vs in-process sweep (~20 min)
+# Every benchmark prints a table of ratios measured side by side in the same run (see benchmarks/*.py).
+BENCH_EXPERIMENTS ?= mnist37-linear,bn-eps-sweep-mnist,input-dim-linear
+bench: $(BIN)/.installed  ## speed vs plain PyTorch and Foolbox, concurrent processes, whole experiments, GPU, Ray vs in-process sweep (~1.5 h on 2 CPUs)
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_mlp.py
+	$(BIN)/python benchmarks/bench_attacks.py
+	$(BIN)/python benchmarks/bench_concurrency.py
+	$(BIN)/python benchmarks/bench_experiments.py --ids $(BENCH_EXPERIMENTS)
+	$(BIN)/python benchmarks/bench_gpu.py
 	$(BIN)/python benchmarks/bench_corruptions.py
 	$(BIN)/python benchmarks/bench_vgg_cpu.py
 	$(BIN)/python benchmarks/bench_ray.py

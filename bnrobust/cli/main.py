@@ -223,7 +223,9 @@ def _root(args) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..threads import configure_env
     try:
+        configure_env()  # before torch loads: concurrent bnrobust processes share the cores
         args = build_parser().parse_args(argv)
         if getattr(args, "weights", None):  # read by bnrobust.models.weights, here and in worker processes
             os.environ["BNROBUST_WEIGHTS"] = args.weights

@@ -26,6 +26,7 @@ import torch
 from pydantic import Field
 
 from ..errors import BnrobustError
+from ..runner.device import to_device
 from . import DATASETS
 from .base import Dataset
 from .cifar10 import load_cifar10_arrays
@@ -104,6 +105,7 @@ class CropFlip:
 
     def __init__(self, fill: torch.Tensor, padding: int = 4):
         self.fill, self.padding = fill.float(), int(padding)
+        self._fill_on: dict[tuple[str, torch.dtype], torch.Tensor] = {}  # copied to a device once, not per batch
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         n, c, h, w = x.shape
@@ -112,11 +114,14 @@ class CropFlip:
         ox = torch.randint(0, 2 * p + 1, (n,), generator=generator)
         flip = torch.randint(0, 2, (n,), generator=generator).bool()
         dev = x.device
-        padded = self.fill.to(dev, x.dtype).view(1, c, 1, 1).repeat(n, 1, h + 2 * p, w + 2 * p)
+        key = (str(dev), x.dtype)
+        if key not in self._fill_on:
+            self._fill_on[key] = self.fill.to(dev, x.dtype).view(1, c, 1, 1)
+        padded = self._fill_on[key].repeat(n, 1, h + 2 * p, w + 2 * p)
         padded[:, :, p:p + h, p:p + w] = x
         rows = oy[:, None] + torch.arange(h)
         cols = torch.where(flip[:, None], ox[:, None] + (w - 1 - torch.arange(w)), ox[:, None] + torch.arange(w))
-        rows, cols = rows.to(dev), cols.to(dev)
+        rows, cols = to_device(rows, dev), to_device(cols, dev)
         return padded[torch.arange(n, device=dev).view(n, 1, 1, 1), torch.arange(c, device=dev).view(1, c, 1, 1),
                       rows.view(n, 1, h, 1), cols.view(n, 1, 1, w)]
 

@@ -49,12 +49,17 @@ class DecodeImages:
     def _tensors(self, device: torch.device) -> tuple:
         key = str(device)
         if key not in self._on:
-            self._on[key] = tuple(t if t is None else t.to(device) for t in (self.LUT, self.mean, self.std))
+            lut, mean, std = (t if t is None else t.to(device) for t in (self.LUT, self.mean, self.std))
+            # Where this device's x / 255 is the correctly rounded quotient for all 256 values (true
+            # division: the CPU), divide (~10x faster than a lookup); else (CUDA multiplies by 1/255) look up.
+            values = torch.arange(256, device=device).to(torch.uint8)
+            exact = torch.equal(values.float().div_(255), lut)
+            self._on[key] = (lut, mean, std, exact)
         return self._on[key]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        lut, mean, std = self._tensors(x.device)
-        x = lut[x.long()]
+        lut, mean, std, exact = self._tensors(x.device)
+        x = x.float().div_(255) if exact else lut[x.long()]
         if self.mode == "pixel-std":
             return (x - mean) / std
         if self.mode == "image-std":

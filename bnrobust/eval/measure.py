@@ -18,9 +18,15 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     """Accuracy (%) and mean cross-entropy of `model` over (x, y) batches, each optionally perturbed.
 
     Each batch goes through pre_perturb, then transform (e.g. upscaling), then perturb: noise
-    "before upscaling" is a pre_perturb, attacks on the model's input a perturb."""
+    "before upscaling" is a pre_perturb, attacks on the model's input a perturb.
+
+    The sums stay on the model's device until the end (no host sync per batch); the loss is
+    summed in float64, as Python floats would be, so the result does not depend on the device
+    the sum lives on."""
     model.eval()
-    correct, loss_sum, n = 0, 0.0, 0
+    correct: torch.Tensor | int = 0
+    loss_sum: torch.Tensor | float = 0.0
+    n = 0
     for xb, yb in batches:
         if device is not None:
             xb, yb = xb.to(device), yb.to(device)
@@ -32,10 +38,10 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
             xb = perturb(xb, yb)
         with torch.no_grad():
             out = model(xb)
-        correct += int((out.argmax(1) == yb).sum())
-        loss_sum += float(F.cross_entropy(out, yb, reduction="sum"))
+            correct = correct + (out.argmax(1) == yb).sum()
+            loss_sum = loss_sum + F.cross_entropy(out, yb, reduction="sum").double()
         n += len(yb)
-    return 100.0 * correct / n, loss_sum / n
+    return 100.0 * int(correct) / n, float(loss_sum) / n
 
 
 def accuracy_and_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, perturb: Perturb | None = None,

@@ -1,4 +1,4 @@
-"""Choosing the device a sweep runs on."""
+"""Choosing the device a sweep runs on, and moving host tensors there without waiting for it."""
 from __future__ import annotations
 
 import torch
@@ -23,3 +23,13 @@ def resolve_device(device: str | None) -> torch.device:
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise BnrobustError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
     return dev
+
+
+def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A CPU tensor (e.g. random numbers drawn by a seeded CPU generator) on `device`. To a GPU
+    the copy is asynchronous (pinned memory, non_blocking): a plain `.to("cuda")` waits for the
+    GPU to finish its queued work, one host sync per batch in the training loop."""
+    device = torch.device(device)
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from .. import __version__
+from ..threads import share_cpus
 from ..data import Dataset, data_root, load_dataset
 from ..eval import EVALS, EvalContext
 from ..models import build_model
@@ -31,6 +32,7 @@ def run_config(cfg: dict, root: Path | None = None, device: torch.device | str =
     """Train and evaluate one config; returns (record, model). A run that fails to train
     gets status "failed" and no metrics. With `checkpoint`, training resumes from / saves to it."""
     device = torch.device(device)
+    share_cpus(force=True)  # this process's share of the cores, with the other bnrobust processes now running
     t0 = time.time()
     seed = int(cfg["seed"])
     ds = get_dataset(cfg, root)
