@@ -378,6 +378,9 @@ def _stack_leaf(layers: list[nn.Module]) -> nn.Module | None:
     first = layers[0]
     if any(type(m) is not type(first) for m in layers):
         raise NotStackable(f"layers of different types: {type(first).__name__}")
+    shapes = lambda m: {k: tuple(t.shape) for k, t in m.state_dict().items()}  # noqa: E731
+    if any(shapes(m) != shapes(first) for m in layers):
+        raise NotStackable(f"{type(first).__name__} layers of different shapes")
     if isinstance(first, nn.Linear):
         return StackedLinear(layers)
     if isinstance(first, (nn.BatchNorm1d, nn.BatchNorm2d)):
@@ -423,14 +426,21 @@ def stack_models(models: Sequence[nn.Module], probe: torch.Tensor | None = None)
 
 @torch.no_grad()
 def check_stacked(stacked: nn.Module, models: Sequence[nn.Module], probe: torch.Tensor) -> None:
-    """NotStackable unless `stacked` gives each model's own outputs on `probe` (eval mode)."""
+    """NotStackable unless `stacked` gives each model its own outputs (eval mode) on its own part
+    of `probe` (S equal parts; different inputs per model, so that a forward that mixes the
+    models' samples shows)."""
     modes = [m.training for m in models] + [stacked.training]
+    s = len(models)
+    if len(probe) < 2 * s:
+        probe = probe.repeat(-(-2 * s // len(probe)), *[1] * (probe.dim() - 1))
+    probe = probe[:len(probe) // s * s]
+    parts = probe.reshape(s, -1, *probe.shape[1:])
     try:
         stacked.eval()
-        out = stacked(torch.cat([probe] * len(models))).reshape(len(models), len(probe), -1)
+        out = stacked(probe).reshape(s, parts.shape[1], -1)
         for k, m in enumerate(models):
             m.eval()
-            ref = m(probe).reshape(len(probe), -1)
+            ref = m(parts[k]).reshape(parts.shape[1], -1)
             if out.shape[1:] != ref.shape or not torch.allclose(out[k], ref, rtol=1e-4, atol=1e-5):
                 raise NotStackable("the stacked model does not reproduce the single models")
     except RuntimeError as e:  # a layout the family's forward does not keep per sample
@@ -452,7 +462,7 @@ def first_layer(stacked: nn.Module, probe: torch.Tensor) -> nn.Module | None:
     mode = stacked.training
     try:
         with torch.no_grad():
-            stacked.eval()(torch.cat([probe] * _models(stacked)))
+            stacked.eval()(probe[:len(probe) // _models(stacked) * _models(stacked)])
     finally:
         for h in hooks:
             h.remove()
@@ -691,7 +701,7 @@ class _TrainBatches:
 
     def set_state(self, states: list[torch.Tensor]) -> None:
         for g, st in zip(self.gens, states):
-            g.set_state(st)
+            g.set_state(st.clone())
 
 
 # ---------------------------------------------------------------------------
@@ -765,7 +775,7 @@ def _train(models, datasets, cfg, cfgs, seeds, blocks, progress, checkpoint) -> 
     n = len(datasets[0].x_train)
     bs = n if cfg.batch_size == 0 else min(cfg.batch_size, n)
     data = _TrainBatches(datasets, seeds, bs, device, blocks)
-    probe = datasets[0].prepare(datasets[0].take("train", slice(0, 4)))
+    probe = datasets[0].prepare(datasets[0].take("train", slice(0, 4 * s)))
     stacked = stack_models(models, probe)
     attack = ATTACKS.partial(cfg.adversarial, "train.adversarial") if cfg.adversarial else None
     first = first_layer(stacked, probe) if attack is None and data.sharing.unique < s else None
@@ -782,9 +792,9 @@ def _train(models, datasets, cfg, cfgs, seeds, blocks, progress, checkpoint) -> 
     if state is not None and state.get("models") == s:
         stacked.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        data.set_state([g.cpu() for g in state["gens"]])
-        for g, st in zip(adv_gens, state["adv_gens"]):
-            g.set_state(st.cpu())
+        data.set_state(list(state["gen"]))  # stacked generator states (one per distinct seed / model)
+        for g, st in zip(adv_gens, state["adv_gen"]):
+            g.set_state(st.clone())
         start, alive = state["epoch"], state["alive"]
         for r, h in zip(results, state["histories"]):
             r.history = h
@@ -829,7 +839,8 @@ def _train(models, datasets, cfg, cfgs, seeds, blocks, progress, checkpoint) -> 
         bar.set_postfix(loss=f"{sum(sums[k] for k in live) / len(live) / n:.3f}")
         if checkpoint is not None and epoch + 1 < cfg.epochs and time.monotonic() - last_save >= checkpoint_seconds():
             _save_checkpoint(checkpoint, {"models": s, "model": stacked.state_dict(), "optimizer": opt.state_dict(),
-                                          "gens": data.state(), "adv_gens": [g.get_state() for g in adv_gens],
+                                          "gen": torch.stack(data.state()),
+                                          "adv_gen": torch.stack([g.get_state() for g in adv_gens]),
                                           "histories": [r.history for r in results], "alive": alive,
                                           "epoch": epoch + 1})
             last_save = time.monotonic()
