@@ -252,3 +252,40 @@ def test_no_stack_flag(tmp_path, capsys):
                  "--out", str(tmp_path), "--no-stack", "--no-report"]) == 0
     records = [json.loads(p.read_text()) for p in tmp_path.glob("toy-tilting/runs/*/record.json")]
     assert len(records) == 2 and all("stacked" not in r for r in records)
+
+
+def test_two_sweeps_share_stacks_and_compute_each_run_once(tmp_path, monkeypatch):
+    """Claims hold for stacks: a concurrent sweep skips the runs of a stack another one computes,
+    then waits for them; an interrupted stack saves none of its runs and the next sweep resumes."""
+    import threading
+    import time
+    monkeypatch.setattr(sweep_mod, "POLL_S", 0.05)
+    real, computed, lock = sweep_mod.run_stacked, [], threading.Lock()
+
+    def slow(cfgs, *args):
+        with lock:
+            computed.extend(c["seed"] for c in cfgs)
+        time.sleep(0.3)
+        return real(cfgs, *args)
+    monkeypatch.setattr(sweep_mod, "run_stacked", slow)
+    exp, results, over = get_experiment("toy-tilting"), [], {"train.epochs": 5, "data.n_test": 50}
+    threads = [threading.Thread(target=lambda: results.append(sweep(exp, tmp_path, "quick", 2, over, progress=False)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(computed) == [0, 0, 1, 1] and len(results) == 2
+    assert all(r.ok for res in results for r in res.runs)
+    runs = tmp_path / "toy-tilting" / "runs"
+    assert not list(runs.glob(".claim-*")) and not list(runs.glob(".ckpt-*"))
+
+    def interrupted(cfgs, *args):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(sweep_mod, "run_stacked", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sweep(exp, tmp_path / "b", "quick", 2, over, progress=False)
+    assert not list((tmp_path / "b" / "toy-tilting" / "runs").glob("*-s*"))  # nothing half-saved
+    assert not list((tmp_path / "b" / "toy-tilting" / "runs").glob(".claim-*"))
+    monkeypatch.setattr(sweep_mod, "run_stacked", real)
+    assert all(r.ok for r in sweep(exp, tmp_path / "b", "quick", 2, over, progress=False).runs)

@@ -104,7 +104,9 @@ def test_truncated_manifest_report_is_one_line_error(finished, capsys):
 # 2. the manifest -------------------------------------------------------------------------------
 
 def interrupt_after_first_run(monkeypatch) -> list:
-    """Make the sweep's run_config compute one run, then raise KeyboardInterrupt (Ctrl-C)."""
+    """Make the sweep's run_config compute one run, then raise KeyboardInterrupt (Ctrl-C).
+    Runs train one by one here (no seed stacking; test_stacked.py covers stacks)."""
+    monkeypatch.setenv("BNROBUST_STACK", "0")
     real, calls = sweep_mod.run_config, []
 
     def interrupted(cfg, root=None, device="cpu", progress=False, checkpoint=None):
@@ -197,6 +199,7 @@ def test_concurrent_saves_keep_one_complete_copy(tmp_path, monkeypatch, exchange
 
 def test_two_sweeps_into_one_out_compute_each_run_once(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep_mod, "POLL_S", 0.05)
+    monkeypatch.setenv("BNROBUST_STACK", "0")  # run by run (test_stacked.py: the same with stacks)
     real, computed, lock = sweep_mod.run_config, [], threading.Lock()
 
     def slow(cfg, root=None, device="cpu", progress=False, checkpoint=None):
