@@ -15,7 +15,6 @@ the end, so that its report is complete.
 from __future__ import annotations
 
 import json
-import math
 import shlex
 import sys
 import time
@@ -191,8 +190,7 @@ def units(runs: list[Run], stack: bool = True, root: Path | None = None) -> list
         if len(unit) == 1:
             sized.append(unit)
             continue
-        ds = get_dataset(unit[0].config, root)
-        for idx in stacked.split([r.config for r in unit], len(ds.x_train), math.prod(ds.input_shape)):
+        for idx in stacked.split([r.config for r in unit], get_dataset(unit[0].config, root)):
             sized.append([unit[i] for i in idx])
     return sized
 

@@ -46,7 +46,8 @@ FAMILIES = ("linear", "mlp", "deep-linear")
 PER_SAMPLE = (nn.Identity, nn.ReLU, nn.Flatten, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.MaxPool2d, nn.AvgPool2d,
               PerImageStandardize, PerImageL2)
 STEP_ELEMENTS = 2 ** 21  # see split
-MAX_MODELS = 64
+STEP_MACS = 2 ** 24
+MAX_MODELS = 128
 EVAL_ELEMENTS = 2 ** 17  # see eval_chunk
 PREDECODE_BYTES = 2 ** 30  # decode the training sets once up front if they take at most this much as float
 
@@ -87,19 +88,31 @@ def stack_key(cfg: dict) -> str | None:
     return json.dumps(key, sort_keys=True, default=str)
 
 
-def split(cfgs: Sequence[dict], n_train: int, input_size: int) -> list[list[int]]:
-    """The stacks (lists of indices into cfgs, which share a stack_key) to train: the models of
-    one seed always together (they read the same batches), as many seeds per stack as keep a
-    step's distinct batches within STEP_ELEMENTS input elements, at most MAX_MODELS models."""
-    bs = cfgs[0]["train"].get("batch_size") or n_train
-    cost = min(bs, n_train) * input_size
+def split(cfgs: Sequence[dict], ds: Dataset) -> list[list[int]]:
+    """The stacks (lists of indices into cfgs, which share a stack_key) to train on `ds` (the
+    first config's dataset): the models of one seed always together (they read the same
+    batches), as many seeds per stack as keep a step's distinct batches within STEP_ELEMENTS
+    input elements, at most MAX_MODELS models. Models whose step is dominated by arithmetic
+    rather than per-call overhead (more than STEP_MACS multiply-adds per batch in their linear
+    layers, e.g. MLPs of width 1000) gain nothing from stacking (bmm is no faster than S
+    matmuls) and train alone; the linear family always stacks (one folded matmul)."""
+    n_train, input_size = len(ds.x_train), math.prod(ds.input_shape)
+    bs = min(cfgs[0]["train"].get("batch_size") or n_train, n_train)
+    if cfgs[0]["model"]["name"] != "linear":
+        torch.manual_seed(0)
+        from ..models import build_model
+        model = build_model(cfgs[0]["model"], ds)
+        macs = bs * sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+        if macs > STEP_MACS:
+            return [[i] for i in range(len(cfgs))]
     by_seed: dict[int, list[int]] = {}
     for i, cfg in enumerate(cfgs):
         by_seed.setdefault(int(cfg["seed"]), []).append(i)
     stacks: list[list[int]] = [[]]
     for idx in by_seed.values():
         seeds_in = len({int(cfgs[i]["seed"]) for i in stacks[-1]})
-        if stacks[-1] and ((seeds_in + 1) * cost > STEP_ELEMENTS or len(stacks[-1]) + len(idx) > MAX_MODELS):
+        if stacks[-1] and ((seeds_in + 1) * bs * input_size > STEP_ELEMENTS
+                           or len(stacks[-1]) + len(idx) > MAX_MODELS):
             stacks.append([])
         stacks[-1] += idx
     return [sorted(st) for st in stacks]
