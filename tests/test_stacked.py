@@ -110,6 +110,16 @@ def test_bngd_on_mnist_equals_single_runs(mnist_root):
     _assert_same(cfgs, mnist_root)
 
 
+def test_upscaled_mnist_equals_single_runs(mnist_root):
+    """Linear models on MNIST upscaled to 56 x 56 (input-dim-linear) train on the 28 x 28 images
+    with the upscaling folded into the weights; the same weights as single runs on 56 x 56."""
+    data = {"name": "mnist", "size": 56, "n_train": 300, "n_test": 200}
+    ev = {"batch_size": 100, "metrics": {"clean": {"name": "clean"}, "fgsm": {"name": "fgsm", "eps": 0.1}}}
+    cfgs = [_cfg({"name": "linear"}, {"lr": 0.01, "epochs": 2, "batch_size": 64, "weight_decay": wd}, s, data, ev)
+            for wd in (0.0, 0.01) for s in (0, 1)]
+    _assert_same(cfgs, mnist_root)
+
+
 def test_a_diverging_model_fails_alone():
     """A loss that turns non-finite fails its own run, at the epoch it would alone; the others train on."""
     cfgs = [_cfg({"name": "linear"}, {"weight_decay": wd, "lr": 1.0}, seed=0) for wd in (0.0, 1e30)]

@@ -97,6 +97,10 @@ def split(cfgs: Sequence[dict], ds: Dataset) -> list[list[int]]:
     layers, e.g. MLPs of width 1000) gain nothing from stacking (bmm is no faster than S
     matmuls) and train alone; the linear family always stacks (one folded matmul)."""
     n_train, input_size = len(ds.x_train), math.prod(ds.input_shape)
+    model = cfgs[0]["model"]
+    if (model["name"] == "linear" and all(c["model"].get("norm") in ("none", {"name": "none"}) for c in cfgs)
+            and model.get("input_norm") in ("none", {"name": "none"}) and type(ds.transform).__name__ == "NearestUpscale"):
+        input_size = math.prod(ds.take("train", slice(0, 1)).shape[1:])  # trained before upscaling (absorb_upscale)
     bs = min(cfgs[0]["train"].get("batch_size") or n_train, n_train)
     if cfgs[0]["model"]["name"] != "linear":
         torch.manual_seed(0)
@@ -317,6 +321,20 @@ class StackedLinearClassifier(nn.Module):
                 raise NotStackable(f"norm {type(m.norm).__name__}")
         self.norms = nn.ModuleList(StackedBatchNorm([models[k].norm for k in ks], models=ks) for ks in kinds.values())
         self.sharing: Sharing | None = None
+        # (C, H, W, k) while it trains on images the data would upscale by k (see absorb_upscale)
+        self.upscaled: tuple[int, int, int, int] | None = None
+
+    def absorb_upscale(self, transform, image_shape: Sequence[int]) -> bool:
+        """Train on the images before a nearest-neighbour upscaling by k (`transform`) instead of
+        after: each upscaled pixel is a copy of one small pixel, so W x_up = W_k x with W_k the
+        sum of W over each k x k block, a matmul k^2 times smaller (its gradient is W_k's, copied
+        to every pixel of the block). For models without a norm and input norm; True if done."""
+        k = getattr(transform, "factor", None)
+        if (type(transform).__name__ != "NearestUpscale" or not isinstance(k, int) or k < 2 or len(self.norms)
+                or not isinstance(self.input_norm, nn.Identity) or len(image_shape) != 3):
+            return False
+        self.upscaled = (*image_shape, k)
+        return True
 
     def model_state(self, k: int) -> dict[str, torch.Tensor]:
         state = {"linear.weight": self.linear.weight[k], "linear.bias": self.linear.bias[k]}
@@ -331,6 +349,9 @@ class StackedLinearClassifier(nn.Module):
         h = self.input_norm(x).flatten(1)
         sharing = self.sharing if self.training else None
         w, b = self.linear.weight, self.linear.bias
+        if self.training and self.upscaled is not None:
+            c, hh, ww, k = self.upscaled
+            w = w.view(w.shape[0], w.shape[1], c, hh, k, ww, k).sum((4, 6)).flatten(2)
         if len(self.norms) and not self.training and all(bn.track for bn in self.norms):
             w, b = self._eval_fold()
         elif len(self.norms):
@@ -794,6 +815,9 @@ def _train(models, datasets, cfg, cfgs, seeds, blocks, progress, checkpoint) -> 
     first = first_layer(stacked, probe) if attack is None and data.sharing.unique < s else None
     if first is not None:  # models of one seed read one batch: gather and first-layer it once
         first.sharing, data.share = data.sharing, True
+    if attack is None and isinstance(stacked, StackedLinearClassifier) and stacked.absorb_upscale(
+            datasets[0].transform, tuple(datasets[0].take("train", slice(0, 1)).shape[1:])):
+        data.prepare = lambda x: x  # the model takes the small images (its upscaling is folded in)
     results = [TrainResult() for _ in range(s)]
     groups, manual_decay = _param_groups(stacked, cfgs)
     opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
@@ -865,6 +889,8 @@ def _train(models, datasets, cfg, cfgs, seeds, blocks, progress, checkpoint) -> 
     opt.zero_grad(set_to_none=True)
     if first is not None:
         first.sharing = None
+    if isinstance(stacked, StackedLinearClassifier):
+        stacked.upscaled = None
     stacked.eval()
     with torch.no_grad():
         unstack_into(stacked, models)
