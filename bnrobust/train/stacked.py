@@ -1,6 +1,6 @@
 """Seed-stacked training: the S runs of a group (the seeds of a variant, and variants that differ
-only in weight decay or BN's c) train as one model with a leading model dimension, one forward
-and backward per step for all of them.
+only in weight decay, BN's c or, for linear models, their norm) train as one model with a
+leading model dimension, one forward and backward per step for all of them.
 
 Why: the small models of most sweeps spend ~99% of a step in per-call framework overhead; S
 models per call divide that by S. Each model still gets exactly what it would get alone: its own
@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from ..attacks import ATTACKS
 from ..data import Dataset
+from ..models import build_model
 from ..models.linear import LinearClassifier
 from ..models.norms import PerImageL2, PerImageStandardize
 from ..seeding import Stream, stream_seed
@@ -79,7 +80,7 @@ def stack_key(cfg: dict) -> str | None:
     key = {k: v for k, v in cfg.items() if k != "seed"}
     key["train"] = {**train, "weight_decay": None}
     norm = model.get("norm")
-    name = norm.get("name") if isinstance(norm, dict) else norm
+    name = _name(norm)
     if model["name"] == "linear" and name in ("none", "bn"):  # StackedLinearClassifier: any of these
         key["model"] = {**model, "norm": None}
         key["versions"] = {k: v for k, v in cfg.get("versions", {}).items() if k not in ("norm:none", "norm:bn")}
@@ -93,21 +94,20 @@ def split(cfgs: Sequence[dict], ds: Dataset) -> list[list[int]]:
     first config's dataset): the models of one seed always together (they read the same
     batches), as many seeds per stack as keep a step's distinct batches within STEP_ELEMENTS
     input elements, at most MAX_MODELS models. Models whose step is dominated by arithmetic
-    rather than per-call overhead (more than STEP_MACS multiply-adds per batch in their linear
-    layers, e.g. MLPs of width 1000) gain nothing from stacking (bmm is no faster than S
-    matmuls) and train alone; the linear family always stacks (one folded matmul)."""
+    rather than per-call overhead (more than STEP_MACS multiply-adds per example in their
+    linear layers times the batch, e.g. MLPs of width 1000) gain nothing from stacking (a bmm is
+    no faster than S matmuls) and train alone; linear models always stack (one folded matmul)."""
     n_train, input_size = len(ds.x_train), math.prod(ds.input_shape)
-    model = cfgs[0]["model"]
-    if (model["name"] == "linear" and all(c["model"].get("norm") in ("none", {"name": "none"}) for c in cfgs)
-            and model.get("input_norm") in ("none", {"name": "none"}) and type(ds.transform).__name__ == "NearestUpscale"):
-        input_size = math.prod(ds.take("train", slice(0, 1)).shape[1:])  # trained before upscaling (absorb_upscale)
+    spec = cfgs[0]["model"]
     bs = min(cfgs[0]["train"].get("batch_size") or n_train, n_train)
-    if cfgs[0]["model"]["name"] != "linear":
-        torch.manual_seed(0)
-        from ..models import build_model
-        model = build_model(cfgs[0]["model"], ds)
-        macs = bs * sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
-        if macs > STEP_MACS:
+    if spec["name"] == "linear":
+        plain = all(_name(c["model"].get("norm")) == "none" for c in cfgs) and _name(spec.get("input_norm")) == "none"
+        if plain and type(ds.transform).__name__ == "NearestUpscale":  # trained before upscaling (absorb_upscale)
+            input_size = math.prod(ds.take("train", slice(0, 1)).shape[1:])
+    else:
+        with torch.random.fork_rng(devices=[]):  # count its weights; leave the global random state as it was
+            model = build_model(spec, ds)
+        if bs * sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear)) > STEP_MACS:
             return [[i] for i in range(len(cfgs))]
     by_seed: dict[int, list[int]] = {}
     for i, cfg in enumerate(cfgs):
@@ -120,6 +120,10 @@ def split(cfgs: Sequence[dict], ds: Dataset) -> list[list[int]]:
             stacks.append([])
         stacks[-1] += idx
     return [sorted(st) for st in stacks]
+
+
+def _name(spec) -> str | None:
+    return spec.get("name") if isinstance(spec, dict) else spec
 
 
 # ---------------------------------------------------------------------------
