@@ -150,8 +150,15 @@ class Sharing:
         """The batch each of `models` reads (cached per index tensor and device)."""
         key = (id(models), str(models.device))
         if key not in self._source:
-            self._source[key] = (models, self.index.to(models.device).index_select(0, models))
+            self._source[key] = (models, self.on(models.device)[0].index_select(0, models))
         return self._source[key][1]
+
+    def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(index, order, inverse) on `device` (copied there once)."""
+        key = str(device)
+        if key not in self._source:
+            self._source[key] = tuple(None if t is None else t.to(device) for t in (self.index, self.order, self.inverse))
+        return self._source[key]
 
     def __repr__(self) -> str:
         return f"Sharing({self.models} models, {self.unique} batches)"
@@ -167,9 +174,9 @@ def stacked_matmul(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
     if sharing is None or sharing.unique == s:
         hs = h.reshape(s, -1, n_in)
     elif sharing.per is None:  # unequal numbers of models per batch: give each model its copy
-        hs = h.reshape(sharing.unique, -1, n_in)[sharing.index.to(h.device)]
+        hs = h.reshape(sharing.unique, -1, n_in)[sharing.on(h.device)[0]]
     else:  # one bmm per distinct batch, over the weights of all models that read it
-        order = None if sharing.order is None else sharing.order.to(w.device)
+        _, order, inverse = sharing.on(w.device)
         wo = w if order is None else w[order]
         u, per = sharing.unique, sharing.per
         hs = h.reshape(u, -1, n_in).transpose(1, 2)
@@ -180,7 +187,7 @@ def stacked_matmul(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
             out = torch.baddbmm(bo.reshape(u, per * n_out, 1), wo.reshape(u, per * n_out, n_in), hs)
         out = out.reshape(s, n_out, -1)
         if order is not None:
-            out = out[sharing.inverse.to(out.device)]
+            out = out[inverse]
         return out.transpose(1, 2).reshape(-1, n_out)
     if b is None:
         out = torch.bmm(w, hs.transpose(1, 2))
@@ -438,8 +445,9 @@ def stack_models(models: Sequence[nn.Module], probe: torch.Tensor | None = None)
     against each model's own: NotStackable if they differ beyond float rounding."""
     if not models:
         raise NotStackable("no models")
+    device = next(iter([*models[0].parameters(), *models[0].buffers()]), torch.empty(0)).device
     if all(type(m) is LinearClassifier and isinstance(m.norm, (nn.Identity, nn.BatchNorm1d)) for m in models):
-        stacked = StackedLinearClassifier(models)
+        stacked = StackedLinearClassifier(models).to(device)
         if probe is not None:
             check_stacked(stacked, models, probe)
         return stacked
@@ -456,7 +464,7 @@ def stack_models(models: Sequence[nn.Module], probe: torch.Tensor | None = None)
         if layer is not None:
             if name == "":
                 raise NotStackable("a model of one layer")
-            stacked.set_submodule(name, layer)
+            stacked.set_submodule(name, layer.to(device))
     if probe is not None:
         check_stacked(stacked, models, probe)
     return stacked
@@ -727,7 +735,7 @@ class _TrainBatches:
             yield self._gather(part)
 
     def _gather(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        per_model = idx[self.sharing.index]
+        per_model = idx[self.sharing.on(idx.device)[0]]
         y = self.y.index_select(0, per_model.reshape(-1))
         xb = self.x.index_select(0, (idx if self.share else per_model).reshape(-1))
         if self.decode is not None:
