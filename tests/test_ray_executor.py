@@ -189,6 +189,13 @@ def _square(u: int):
     return {"u": u * u}, torch.nn.Linear(2, 2)
 
 
+@pytest.fixture(autouse=True)
+def _runs_one_by_one(monkeypatch):
+    """These tests kill workers and drivers between runs: each run is its own unit (no seed stacking,
+    which tests/test_stacked.py covers, with its own interruption tests)."""
+    monkeypatch.setenv("BNROBUST_STACK", "0")
+
+
 def _fail(marker: Path, u: int):
     with open(marker, "a") as f:
         f.write(f"{u}\n")
@@ -197,7 +204,7 @@ def _fail(marker: Path, u: int):
 
 def test_units_are_generic_and_errors_are_not_retried(ray_session, tmp_path):
     import functools
-    out = sorted((u, rec["u"], type(w)) for u, rec, w in RayExecutor().map(iter(range(5)), _square))
+    out = sorted((u, rec["u"], type(w)) for u, (rec, w) in RayExecutor().map(iter(range(5)), _square))
     assert out == [(u, u * u, Weights) for u in range(5)]
     marker = tmp_path / "attempts"
     with pytest.raises(BnrobustError, match="unit 0 is wrong"):

@@ -20,6 +20,7 @@ from bnrobust.cli import main
 from bnrobust.errors import BnrobustError
 from bnrobust.experiments import get_experiment
 from bnrobust.runner import files, storage
+from bnrobust.runner import execute as execute_mod
 from bnrobust.runner import sweep as sweep_mod
 from bnrobust.runner.storage import Run, check_run_dir, save_run
 from bnrobust.runner.sweep import load_results, sweep
@@ -104,15 +105,17 @@ def test_truncated_manifest_report_is_one_line_error(finished, capsys):
 # 2. the manifest -------------------------------------------------------------------------------
 
 def interrupt_after_first_run(monkeypatch) -> list:
-    """Make the sweep's run_config compute one run, then raise KeyboardInterrupt (Ctrl-C)."""
-    real, calls = sweep_mod.run_config, []
+    """Make the sweep's run_config compute one run, then raise KeyboardInterrupt (Ctrl-C).
+    Runs train one by one here (no seed stacking; test_stacked.py covers stacks)."""
+    monkeypatch.setenv("BNROBUST_STACK", "0")
+    real, calls = execute_mod.run_config, []
 
     def interrupted(cfg, root=None, device="cpu", progress=False, checkpoint=None):
         if calls:
             raise KeyboardInterrupt
         calls.append(cfg)
         return real(cfg, root, device)
-    monkeypatch.setattr(sweep_mod, "run_config", interrupted)
+    monkeypatch.setattr(execute_mod, "run_config", interrupted)
     return calls
 
 
@@ -135,13 +138,13 @@ def test_failed_or_interrupted_command_keeps_previous_manifest(finished, capsys,
 def test_first_sweep_interrupted_is_reported_and_resumed(tmp_path, capsys, monkeypatch):
     """With no manifest yet, it is written once validation has passed: a killed first sweep
     reports its finished runs, and the same command resumes it."""
-    real = sweep_mod.run_config
+    real = execute_mod.run_config
     interrupt_after_first_run(monkeypatch)
     assert cli(capsys, "run", "toy-tilting", "--out", tmp_path, *FAST)[0] == 130
     code, _, err = cli(capsys, "report", "toy-tilting", "--out", tmp_path)
     assert code == 0 and "1 of 2 runs have not run yet" in err
     assert sum("(1 missing)" in row for row in table(tmp_path)) == 1
-    monkeypatch.setattr(sweep_mod, "run_config", real)
+    monkeypatch.setattr(execute_mod, "run_config", real)
     code, _, err = cli(capsys, "run", "toy-tilting", "--out", tmp_path, *FAST)
     assert code == 0 and "2 runs: 1 reused, 1 to run" in err
     assert not any("missing" in row for row in table(tmp_path))
@@ -197,14 +200,15 @@ def test_concurrent_saves_keep_one_complete_copy(tmp_path, monkeypatch, exchange
 
 def test_two_sweeps_into_one_out_compute_each_run_once(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep_mod, "POLL_S", 0.05)
-    real, computed, lock = sweep_mod.run_config, [], threading.Lock()
+    monkeypatch.setenv("BNROBUST_STACK", "0")  # run by run (test_stacked.py: the same with stacks)
+    real, computed, lock = execute_mod.run_config, [], threading.Lock()
 
     def slow(cfg, root=None, device="cpu", progress=False, checkpoint=None):
         with lock:
             computed.append(cfg["seed"])
         time.sleep(0.3)
         return real(cfg, root, device)
-    monkeypatch.setattr(sweep_mod, "run_config", slow)
+    monkeypatch.setattr(execute_mod, "run_config", slow)
     exp, results = get_experiment("toy-tilting"), []
 
     def one() -> None:

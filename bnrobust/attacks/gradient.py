@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Annotated, Iterator, Literal
+from typing import Annotated, Callable, Iterator, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -36,11 +36,24 @@ def _check(eps: float, norm: str) -> None:
         raise BnrobustError(f"attack eps must be >= 0, got {eps}")
 
 
-def awgn(x: torch.Tensor, sigma: float, clip=None, generator: torch.Generator | None = None) -> torch.Tensor:
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def draw(fn: Callable, shape: Sequence[int], generator: Generators, dtype: torch.dtype) -> torch.Tensor:
+    """fn(shape) (torch.randn, torch.rand) on the CPU. With one generator per model of a stacked
+    batch (S models, each with its own B samples, model after model along dim 0), each model's
+    chunk is drawn from its own generator: the numbers it would get in a run of its own."""
+    if isinstance(generator, (list, tuple)):
+        chunk = (shape[0] // len(generator), *shape[1:])
+        return torch.cat([fn(chunk, generator=g, dtype=dtype) for g in generator])
+    return fn(tuple(shape), generator=generator, dtype=dtype)
+
+
+def awgn(x: torch.Tensor, sigma: float, clip=None, generator: Generators = None) -> torch.Tensor:
     """x + N(0, sigma^2 I), clipped to the valid input range."""
     if sigma < 0:
         raise BnrobustError(f"noise sigma must be >= 0, got {sigma}")
-    noise = to_device(torch.randn(x.shape, generator=generator, dtype=x.dtype), x.device)
+    noise = to_device(draw(torch.randn, x.shape, generator, x.dtype), x.device)
     return _clip(x + sigma * noise, clip)
 
 
@@ -107,7 +120,7 @@ def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: NonNeg, norm: 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: NonNeg, steps: Annotated[int, Field(ge=1)],
         step_size: Annotated[float, Field(gt=0)], norm: Norm = "linf", random_start: bool = False, clip=None,
         target: Target = "none",
-        generator: torch.Generator | None = None) -> torch.Tensor:
+        generator: Generators = None) -> torch.Tensor:
     """Projected gradient descent (Madry et al., 2018); BIM (Kurakin et al., 2017) is
     pgd without random start. Each step moves by step_size, projects onto the eps-ball
     around x, then clips to the valid input range."""
@@ -119,11 +132,11 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: NonNeg, steps: 
         return x.clone()
     delta = torch.zeros_like(x)
     if random_start:
-        noise = to_device(torch.randn(x.shape, generator=generator, dtype=x.dtype), x.device)
+        noise = to_device(draw(torch.randn, x.shape, generator, x.dtype), x.device)
         if norm == "linf":
-            delta = eps * (2 * to_device(torch.rand(x.shape, generator=generator, dtype=x.dtype), x.device) - 1)
+            delta = eps * (2 * to_device(draw(torch.rand, x.shape, generator, x.dtype), x.device) - 1)
         else:  # uniform in the l2 ball: random direction, radius eps * u^(1/d)
-            u = to_device(torch.rand(len(x), generator=generator, dtype=x.dtype), x.device)
+            u = to_device(draw(torch.rand, (len(x),), generator, x.dtype), x.device)
             radius = eps * u.pow(1.0 / x[0].numel()).view(-1, *([1] * (x.dim() - 1)))
             delta = noise / _per_sample_norm(noise) * radius
         delta = _clip(x + delta, clip) - x

@@ -91,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="re-run finished runs")
     r.add_argument("--shard", help="I/N: run only every N-th run starting at I (split a sweep over machines)")
     r.add_argument("--no-report", action="store_true", help="skip writing the report (e.g. for shards)")
+    r.add_argument("--no-stack", action="store_true",
+                   help="train every run alone (default: runs that can, train seed-stacked; $BNROBUST_STACK=0 too)")
     r.add_argument("--executor", default="local", help="how runs are computed (`bnrobust list executors`; "
                                                        "default: local, one after another in this process; ray: "
                                                        "as Ray tasks on every core/GPU of this machine or a cluster)")
@@ -167,7 +169,7 @@ def cmd_run(args) -> None:
                   "which switch that section off or have no such option", file=sys.stderr)
     for exp in exps:
         results = sweep(exp, out, args.scale, args.seeds, overrides, _root(args), args.device,
-                        args.force, shard, executor=executor)
+                        args.force, shard, executor=executor, stack=False if args.no_stack else None)
         if not args.no_report:
             path = write_report(results, out / exp.id / args.scale)
             print(f"{exp.id}: report written to {path}")

@@ -34,15 +34,54 @@ Target = Literal["none", "least-likely"]
 @dataclass
 class EvalContext:
     batch_size: int          # 0 = the whole test set as one batch (BN without tracked stats)
-    seed: int
+    seed: int | list[int]    # a list: one seed per model of a stacked model (see STACKED)
     clip: tuple[float, float] | None
     device: torch.device
     root: Path | None = None  # the data root, for metrics that read further files (CIFAR-10.1)
 
 
-def _acc_loss(model, ds: Dataset, ctx: EvalContext, perturb=None, pre_perturb=None) -> dict:
-    acc, loss = evaluate(model, ds.to(ctx.device).batches("test", ctx.batch_size), perturb, ds.transform,
-                         pre_perturb)
+# The metrics below that also evaluate a stacked model (bnrobust.train.stacked: S models at once,
+# `ds` a StackedData, `ctx.seed` a list of S seeds); their per-model values are then numpy arrays
+# or PerModel tuples, which `per_model` splits into each model's own result.
+STACKED = frozenset({"clean", "train", "awgn", "fgsm", "pgd", "adv-damage", "masking", "converged"})
+
+
+class PerModel(tuple):
+    """One value per model of a stacked evaluation (for values that are not numbers)."""
+
+
+def _each(fn, *values):
+    """fn(*values), or, where some values are per model (arrays, PerModel), fn per model."""
+    n = next((len(v) for v in values if isinstance(v, (np.ndarray, PerModel))), None)
+    if n is None:
+        return fn(*values)
+    pick = lambda v, k: v[k].item() if isinstance(v, np.ndarray) else v[k] if isinstance(v, PerModel) else v  # noqa: E731
+    return PerModel(fn(*(pick(v, k) for v in values)) for k in range(n))
+
+
+def per_model(result, k: int):
+    """Model k's own result from a stacked metric's result."""
+    if isinstance(result, dict):
+        return {key: per_model(v, k) for key, v in result.items()}
+    if isinstance(result, np.ndarray):
+        return result[k].item()
+    if isinstance(result, PerModel):
+        return result[k]
+    if isinstance(result, list):
+        return [per_model(v, k) for v in result]
+    return result
+
+
+def _generator(ctx: EvalContext, stream: Stream):
+    """The metric's random stream: one generator, or one per model of a stacked model."""
+    if isinstance(ctx.seed, (list, tuple)):
+        return [torch.Generator().manual_seed(stream_seed(s, stream)) for s in ctx.seed]
+    return torch.Generator().manual_seed(stream_seed(ctx.seed, stream))
+
+
+def _acc_loss(model, ds: Dataset, ctx: EvalContext, perturb=None, pre_perturb=None, split: str = "test") -> dict:
+    acc, loss = evaluate(model, ds.to(ctx.device).batches(split, ctx.batch_size), perturb, ds.transform,
+                         pre_perturb, models=getattr(ds, "models", 1))
     return {"acc": acc, "loss": loss}
 
 
@@ -55,15 +94,14 @@ def eval_clean(model, ds, ctx) -> dict:
 @EVALS.register("train")
 def eval_train(model, ds, ctx) -> dict:
     """Accuracy and loss on the training set (in eval mode): did the model fit its data?"""
-    acc, loss = evaluate(model, ds.to(ctx.device).batches("train", ctx.batch_size), None, ds.transform)
-    return {"acc": acc, "loss": loss}
+    return _acc_loss(model, ds, ctx, split="train")
 
 
 @EVALS.register("awgn")
 def eval_awgn(model, ds, ctx, sigma: NonNeg = 1.0, clip: bool = True, before_transform: bool = False) -> dict:
     """Accuracy under x + N(0, sigma^2); clip=False leaves noisy inputs outside the valid range.
     before_transform=True adds the noise to the stored image (e.g. 28x28 before upscaling)."""
-    g = torch.Generator().manual_seed(stream_seed(ctx.seed, Stream.AWGN))  # same noise for every model of a seed
+    g = _generator(ctx, Stream.AWGN)  # same noise for every model of a seed
     noise = lambda xb, yb: attacks.awgn(xb, sigma, ctx.clip if clip else None, g)  # noqa: E731
     if before_transform:
         return _acc_loss(model, ds, ctx, pre_perturb=noise)
@@ -81,7 +119,7 @@ def eval_pgd(model, ds, ctx, eps: NonNeg, steps: PosInt = 20, step_size: Optiona
              norm: Norm = "linf", random_start: bool = False, target: Target = "none") -> dict:
     """Accuracy under PGD/BIM (step eps/10 unless given; random start optional)."""
     step = eps / 10 if step_size is None else step_size
-    g = torch.Generator().manual_seed(stream_seed(ctx.seed, Stream.PGD))
+    g = _generator(ctx, Stream.PGD)
     return _acc_loss(model, ds, ctx, lambda xb, yb: attacks.pgd(
         model, xb, yb, eps, steps, step, norm, random_start, ctx.clip, target, g))
 
@@ -171,8 +209,10 @@ def eval_masking(model, ds, ctx, eps: Annotated[list[NonNeg], Field(min_length=2
          for e in eps]
     p = [_acc_loss(model, sub, ctx, lambda xb, yb: attacks.pgd(model, xb, yb, e, steps, max(e, 1e-12) / 10,
                                                                norm, False, ctx.clip))["acc"] for e in eps]
-    problems = masking_problems(clean, list(eps), f, p)
-    return {"eps": list(eps), "fgsm": f, "pgd": p, "passed": not problems, "problems": problems}
+    k = len(eps)
+    problems = _each(lambda c, *curves: masking_problems(c, list(eps), curves[:k], curves[k:]), clean, *f, *p)
+    return {"eps": list(eps), "fgsm": f, "pgd": p, "passed": _each(lambda pr: not pr, problems),
+            "problems": problems}
 
 
 @EVALS.register("eps-curve")
@@ -196,8 +236,8 @@ def eval_eps_curve(model, ds, ctx, eps: Annotated[list[NonNeg], Field(min_length
 def eval_converged(model, ds, ctx) -> dict:
     """flag = 1.0 if the model (in eval mode) classifies every training point correctly, else 0.0:
     'trained to 100% training accuracy'. Its mean over seeds is the fraction that converged."""
-    acc, _ = evaluate(model, ds.to(ctx.device).batches("train", ctx.batch_size), None, ds.transform)
-    return {"flag": float(acc == 100.0)}
+    acc = _acc_loss(model, ds, ctx, split="train")["acc"]
+    return {"flag": _each(lambda a: float(a == 100.0), acc)}
 
 
 @EVALS.register("batch-mixing")

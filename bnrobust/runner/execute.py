@@ -3,18 +3,22 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from .. import __version__
 from ..threads import share_cpus
 from ..data import Dataset, data_root, load_dataset
 from ..eval import EVALS, EvalContext
+from ..eval.metrics import STACKED, per_model
 from ..models import build_model
-from ..train import TrainConfig, train
+from ..train import TrainConfig, TrainResult, train
+from ..train.stacked import StackedData, eval_chunk, stack_models, stackable_data, train_stacked
 
 
 @functools.lru_cache(maxsize=4)
@@ -51,6 +55,15 @@ def run_config(cfg: dict, root: Path | None = None, device: torch.device | str =
         def on_epoch(epoch, model):  # the curves of Figs. 16-17: every k epochs and at the end
             return measure(ev["curve_metrics"], model) if epoch % every == 0 or epoch == epochs else None
     result = train(model, ds, TrainConfig.from_dict(cfg["train"]), seed, progress, checkpoint, on_epoch)
+    record = _record(result, ds)
+    if result.status == "ok":
+        record["metrics"] = measure(list(ev.get("metrics", {})), model)
+    record.update(seconds=round(time.time() - t0, 3), device=str(device), torch=torch.__version__,
+                  bnrobust=__version__)
+    return record, model
+
+
+def _record(result: TrainResult, ds: Dataset) -> dict[str, Any]:
     record: dict[str, Any] = {"status": result.status, "reason": result.reason, "history": result.history,
                               "metrics": {}}
     if hasattr(ds, "describe"):
@@ -59,8 +72,81 @@ def run_config(cfg: dict, root: Path | None = None, device: torch.device | str =
         record["curves"] = result.curves
     if result.best_epoch is not None:
         record["best_epoch"] = result.best_epoch
-    if result.status == "ok":
-        record["metrics"] = measure(list(ev.get("metrics", {})), model)
-    record.update(seconds=round(time.time() - t0, 3), device=str(device), torch=torch.__version__,
-                  bnrobust=__version__)
-    return record, model
+    return record
+
+
+def run_stacked(cfgs: list[dict], root: Path | None = None, device: torch.device | str = "cpu",
+                progress: bool = False, checkpoint: Path | None = None) -> list[tuple[dict, torch.nn.Module]]:
+    """`run_config` of several configs that share a `stacked.stack_key`, trained as one stacked
+    model (bnrobust.train.stacked) and evaluated together where the metric allows (metrics.STACKED),
+    else model by model. Returns each config's (record, model), as run_config would (weights equal
+    up to float rounding). Raises NotStackable, before any training, where they cannot stack."""
+    device = torch.device(device)
+    t0 = time.time()
+    seeds = [int(cfg["seed"]) for cfg in cfgs]
+    loaded: dict[tuple[str, int], Dataset] = {}  # one object per (data, seed): models of a seed share it
+    for cfg in cfgs:
+        key = (json.dumps(cfg["data"], sort_keys=True), int(cfg["seed"]))
+        if key not in loaded:
+            loaded[key] = get_dataset(cfg, root)
+    dss = [loaded[(json.dumps(cfg["data"], sort_keys=True), int(cfg["seed"]))] for cfg in cfgs]
+    models = []
+    for cfg, ds, seed in zip(cfgs, dss, seeds):
+        torch.manual_seed(seed)
+        models.append(build_model(cfg["model"], ds).to(device))
+    results = train_stacked(models, dss, [TrainConfig.from_dict(cfg["train"]) for cfg in cfgs], seeds, progress,
+                            checkpoint)
+    records = [_record(r, ds) for r, ds in zip(results, dss)]
+    ok = [k for k, r in enumerate(results) if r.status == "ok"]
+    ev = cfgs[0]["eval"]
+    bs, root_ = ev.get("batch_size", 1000), root if root is not None else data_root()
+    ctxs = [EvalContext(bs, seed, ds.clip, device, root_) for seed, ds in zip(seeds, dss)]
+    chunks = [ok[i:i + eval_chunk(dss[0], bs)] for i in range(0, len(ok), eval_chunk(dss[0], bs))]
+    stacks = []  # (models, stacked model, data, context) of each chunk that evaluates stacked
+    for chunk in chunks:
+        if len(chunk) > 1 and stackable_data([dss[k] for k in chunk], ("train", "test")):
+            stacks.append((chunk, stack_models([models[k] for k in chunk]).eval(), StackedData([dss[k] for k in chunk]),
+                           EvalContext(bs, [seeds[k] for k in chunk], dss[chunk[0]].clip, device, root_)))
+        else:
+            stacks += [([k], None, None, None) for k in chunk]
+    for key, spec in ev.get("metrics", {}).items():
+        spec = EVALS.resolve(spec, f"eval.metrics.{key}")
+        where = f"eval.metrics.{key}"
+        for chunk, smodel, sds, sctx in stacks:
+            if smodel is not None and spec["name"] in STACKED:
+                result = EVALS.build(spec, where, model=smodel, ds=sds, ctx=sctx)
+                for j, k in enumerate(chunk):
+                    records[k]["metrics"][key] = per_model(result, j)
+            else:
+                for k in chunk:
+                    records[k]["metrics"][key] = EVALS.build(spec, where, model=models[k], ds=dss[k], ctx=ctxs[k])
+    seconds = round((time.time() - t0) / len(cfgs), 3)
+    for record in records:
+        record.update(seconds=seconds, device=str(device), torch=torch.__version__, bnrobust=__version__,
+                      stacked=len(cfgs))
+    return list(zip(records, models))
+
+
+def unit_checkpoint(unit: list) -> Path:
+    """Where a unit of a sweep keeps its training state: its run's checkpoint, or its stacked
+    group's (named by its runs)."""
+    from ..train import stacked
+    from .storage import checkpoint_path
+    if len(unit) == 1:
+        return checkpoint_path(unit[0])
+    return stacked.group_checkpoint(unit[0].dir.parent, [r.dir.name for r in unit])
+
+
+def compute_unit(unit: list, root: Path | None, dev: Any, progress: bool) -> list[tuple[dict, torch.nn.Module]]:
+    """(record, model) of every run of a sweep's unit, in order: one stacked training for a unit of
+    several runs (run by run where it turns out not to stack), else run_config. Lives here, not in
+    sweep.py, so that a Ray worker computing a unit imports no experiments or reports."""
+    from ..train import stacked
+    from .storage import checkpoint_path
+    if len(unit) > 1:
+        try:
+            return run_stacked([r.config for r in unit], root, dev, progress, unit_checkpoint(unit))
+        except stacked.NotStackable as e:
+            tqdm.write(f"training {len(unit)} runs of {unit[0].variant} one by one: they do not stack ({e})",
+                       file=sys.stderr)
+    return [run_config(r.config, root, dev, progress, checkpoint_path(r)) for r in unit]

@@ -88,7 +88,7 @@ class RayExecutor:
                                 "own GPU, which it sees as cuda)")
         return torch.device(spec)
 
-    def map(self, units: Iterable[Any], compute: Compute) -> Iterator[tuple[Any, ...]]:
+    def map(self, units: Iterable[Any], compute: Compute) -> Iterator[tuple[Any, Any]]:
         units = iter(units)
         first = next(units, _END)
         if first is _END:
@@ -121,7 +121,7 @@ class RayExecutor:
                         lost.append((unit, e))
                         _say(f"ray: lost {_label(unit)}: {_first_line(e)}")
                         continue
-                    yield (unit, *result)
+                    yield unit, result
         finally:
             for ref in running:
                 ray.cancel(ref, force=True)

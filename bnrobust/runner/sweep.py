@@ -30,7 +30,8 @@ from ..models import build_model
 from ..registry import Spec
 from . import claims
 from .executors import EXECUTORS
-from .execute import get_dataset, run_config
+from ..train import stacked
+from .execute import compute_unit, get_dataset, unit_checkpoint
 from .files import Damaged, check_writable, load_json, why, write_json_atomic
 from .storage import Health, Run, checkpoint_path, clean_stale_tmp, save_run, slug
 
@@ -107,12 +108,14 @@ def _validate(todo: list[Run], root: Path | None) -> None:
 def sweep(exp: Experiment, out: Path, scale: str = "quick", seeds: int | None = None,
           overrides: dict[str, Any] | None = None, root: Path | None = None, device: str | None = None,
           force: bool = False, shard: tuple[int, int] = (0, 1), progress: bool = True,
-          executor: Spec = "local") -> Results:
+          executor: Spec = "local", stack: bool | None = None) -> Results:
     """Run every unfinished (variant, seed) of `exp` at `scale`. Finished runs are reused
     (unless force), damaged ones re-run, so an interrupted sweep resumes where it stopped.
     shard=(i, n) runs only every n-th run starting at i, for splitting a sweep over machines
     that share `out`. `executor` names an executor, or is a section with its options
-    (`{"name": "ray", "gpus_per_run": 0.25}`)."""
+    (`{"name": "ray", "gpus_per_run": 0.25}`). Runs that can train as one stacked model do (see
+    `units`), unless stack is False ($BNROBUST_STACK=0 when None); each is still stored as its
+    own run."""
     started_ns = time.time_ns()
     runner = EXECUTORS.build(executor, "--executor")
     runs = plan(exp, out, scale, seeds, overrides)
@@ -148,9 +151,37 @@ def sweep(exp: Experiment, out: Path, scale: str = "quick", seeds: int | None = 
         previous = None  # damaged: this sweep rewrites it
     if previous is None:
         write_json_atomic(mpath, manifest)
-    _compute(todo, root, dev, force, started_ns, f"{exp.id} [{scale}]", progress, runner)
+    _compute(todo, root, dev, force, started_ns, f"{exp.id} [{scale}]", progress, runner, stacked.enabled(stack))
     write_json_atomic(mpath, manifest)
     return Results(exp, scale, runs, root)
+
+
+def units(runs: list[Run], stack: bool = True, root: Path | None = None) -> list[list[Run]]:
+    """The runs as units of computation, in plan order: runs with the same `stacked.stack_key`
+    (the seeds of a variant, and variants that differ only in weight decay or BN's c) form one
+    unit of at most `stacked.group_size` runs, trained as one stacked model; any other run is a
+    unit of its own."""
+    if not stack:
+        return [[r] for r in runs]
+    out: list[list[Run]] = []
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        key = stacked.stack_key(r.config)
+        if key is None:
+            out.append([r])
+        elif key in groups:
+            groups[key].append(r)
+        else:
+            groups[key] = [r]
+            out.append(groups[key])
+    sized: list[list[Run]] = []
+    for unit in out:
+        if len(unit) == 1:
+            sized.append(unit)
+            continue
+        for idx in stacked.split([r.config for r in unit], get_dataset(unit[0].config, root)):
+            sized.append([unit[i] for i in idx])
+    return sized
 
 
 def _fresh(run: Run, force: bool, since_ns: int) -> bool:
@@ -160,51 +191,59 @@ def _fresh(run: Run, force: bool, since_ns: int) -> bool:
 
 
 def _compute(todo: list[Run], root: Path | None, dev: Any, force: bool, started_ns: int, desc: str,
-             progress: bool, runner: Any = None) -> None:
-    """Compute the runs of `todo` that nobody else is computing (claiming each just before the
-    executor starts it); then wait for those that live processes of this host are computing,
-    taking over any whose process dies."""
+             progress: bool, runner: Any = None, stack: bool = True) -> None:
+    """Compute the runs of `todo` that nobody else is computing, unit by unit (see `units`),
+    claiming every run of a unit just before the executor starts it; then wait for those that
+    live processes of this host are computing, taking over any whose process dies."""
     bar = tqdm(total=len(todo), desc=desc, unit="run", disable=not progress or None)
     runner = runner if runner is not None else EXECUTORS.build("local")
     pending, remote, waited, failed = list(todo), {}, False, 0
     held: dict[str, Path] = {}  # claim files of the runs handed to the executor
 
     def claimed(candidates: list[Run], busy: list[tuple[Run, claims.Holder]]):
-        for run in candidates:
-            if _fresh(run, force, started_ns):
-                bar.update()
-                continue
-            claim = claims.acquire(run.dir)
-            if isinstance(claim, claims.Holder):
-                if claim.local:
-                    busy.append((run, claim))
-                else:
-                    remote[run.dir.name] = claim
-                continue
-            if _fresh(run, force, started_ns):  # another process may have finished it meanwhile
-                claims.release(claim)
-                bar.update()
-                continue
-            held[run.dir.name] = claim
-            bar.set_postfix_str(f"{run.variant} seed {run.seed}" + (f", {failed} failed" if failed else ""))
-            yield run
+        for unit in units(candidates, stack, root):
+            mine = []
+            for run in unit:
+                if _fresh(run, force, started_ns):
+                    bar.update()
+                    continue
+                claim = claims.acquire(run.dir)
+                if isinstance(claim, claims.Holder):
+                    if claim.local:
+                        busy.append((run, claim))
+                    else:
+                        remote[run.dir.name] = claim
+                    continue
+                if _fresh(run, force, started_ns):  # another process may have finished it meanwhile
+                    claims.release(claim)
+                    bar.update()
+                    continue
+                held[run.dir.name] = claim
+                mine.append(run)
+            if mine:
+                bar.set_postfix_str(f"{mine[0].variant} seed {mine[0].seed}"
+                                    + (f" (+{len(mine) - 1} stacked)" if len(mine) > 1 else "")
+                                    + (f", {failed} failed" if failed else ""))
+                yield mine
 
     try:
         while pending:
             busy: list[tuple[Run, claims.Holder]] = []
-            # run_config and checkpoint_path live outside this module: a Ray worker that unpickles this
+            # compute_unit and checkpoint paths live outside this module: a Ray worker that unpickles this
             # lambda imports them, not the experiments and reports this module imports
-            compute = lambda run: run_config(run.config, root, dev, progress, checkpoint_path(run))  # noqa: E731
-            for run, record, model in runner.map(claimed(pending, busy), compute):
-                try:
-                    save_run(run, record, model, force=force)
-                    checkpoint_path(run).unlink(missing_ok=True)
-                finally:
-                    claims.release(held.pop(run.dir.name))
-                if record.get("status") == "failed":
-                    failed += 1
-                    bar.set_postfix_str(f"{failed} failed")
-                bar.update()
+            compute = lambda unit: compute_unit(unit, root, dev, progress)  # noqa: E731
+            for unit, results in runner.map(claimed(pending, busy), compute):
+                for run, (record, model) in zip(unit, results):
+                    try:
+                        save_run(run, record, model, force=force)
+                        checkpoint_path(run).unlink(missing_ok=True)
+                    finally:
+                        claims.release(held.pop(run.dir.name))
+                    if record.get("status") == "failed":
+                        failed += 1
+                        bar.set_postfix_str(f"{failed} failed")
+                    bar.update()
+                unit_checkpoint(unit).unlink(missing_ok=True)
             if busy and not waited:
                 waited = True
                 say(f"waiting for {len(busy)} run(s) that other processes are computing "

@@ -34,7 +34,7 @@ NonNegInt = Annotated[int, Field(ge=0)]
 @dataclass(frozen=True)
 class TrainConfig:
     """Mini-batch SGD on cross-entropy. Every field is a config option (`train.<field>`)."""
-    lr: Annotated[float, Field(gt=0, le=1e6)] = 0.1  # bounded: a float32 step cannot hold e.g. 1e300
+    lr: Annotated[float, Field(gt=0, le=3.4e38)] = 0.1  # at most float32 max: steps are float32 arithmetic
     lr_per_example: bool = False   # True: the step size is lr * batch_size (e.g. Yang et al.'s 1e-5 * B)
     epochs: NonNegInt = 10
     batch_size: NonNegInt = 128    # 0 = full batch (plain gradient descent)
