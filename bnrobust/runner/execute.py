@@ -63,6 +63,36 @@ def run_config(cfg: dict, root: Path | None = None, device: torch.device | str =
     return record, model
 
 
+def _measure_stacked(models: list[torch.nn.Module], dss: list[Dataset], seeds: list[int], ev: dict,
+                     device: torch.device, root: Path) -> list[dict]:
+    """Each model's metrics (`eval` of their common config): metrics.STACKED ones over stacks of
+    up to `stacked.eval_chunk` models at once, the others (and larger batches) model by model."""
+    bs = ev.get("batch_size", 1000)
+    size = eval_chunk(dss[0], bs) if models else 1
+    chunks = []  # (indices, stacked model or None, StackedData, context)
+    for start in range(0, len(models), size):
+        idx = list(range(start, min(start + size, len(models))))
+        if len(idx) > 1 and stackable_data([dss[k] for k in idx], ("train", "test")):
+            chunks.append((idx, stack_models([models[k] for k in idx]).eval(), StackedData([dss[k] for k in idx]),
+                           EvalContext(bs, [seeds[k] for k in idx], dss[idx[0]].clip, device, root)))
+        else:
+            chunks += [([k], None, None, None) for k in idx]
+    out: list[dict] = [{} for _ in models]
+    for key, spec in ev.get("metrics", {}).items():
+        where = f"eval.metrics.{key}"
+        spec = EVALS.resolve(spec, where)
+        for idx, smodel, sds, sctx in chunks:
+            if smodel is not None and spec["name"] in STACKED:
+                result = EVALS.build(spec, where, model=smodel, ds=sds, ctx=sctx)
+                for j, k in enumerate(idx):
+                    out[k][key] = per_model(result, j)
+            else:
+                for k in idx:
+                    out[k][key] = EVALS.build(spec, where, model=models[k], ds=dss[k],
+                                              ctx=EvalContext(bs, seeds[k], dss[k].clip, device, root))
+    return out
+
+
 def _record(result: TrainResult, ds: Dataset) -> dict[str, Any]:
     record: dict[str, Any] = {"status": result.status, "reason": result.reason, "history": result.history,
                               "metrics": {}}
@@ -98,28 +128,10 @@ def run_stacked(cfgs: list[dict], root: Path | None = None, device: torch.device
                             checkpoint)
     records = [_record(r, ds) for r, ds in zip(results, dss)]
     ok = [k for k, r in enumerate(results) if r.status == "ok"]
-    ev = cfgs[0]["eval"]
-    bs, root_ = ev.get("batch_size", 1000), root if root is not None else data_root()
-    ctxs = [EvalContext(bs, seed, ds.clip, device, root_) for seed, ds in zip(seeds, dss)]
-    chunks = [ok[i:i + eval_chunk(dss[0], bs)] for i in range(0, len(ok), eval_chunk(dss[0], bs))]
-    stacks = []  # (models, stacked model, data, context) of each chunk that evaluates stacked
-    for chunk in chunks:
-        if len(chunk) > 1 and stackable_data([dss[k] for k in chunk], ("train", "test")):
-            stacks.append((chunk, stack_models([models[k] for k in chunk]).eval(), StackedData([dss[k] for k in chunk]),
-                           EvalContext(bs, [seeds[k] for k in chunk], dss[chunk[0]].clip, device, root_)))
-        else:
-            stacks += [([k], None, None, None) for k in chunk]
-    for key, spec in ev.get("metrics", {}).items():
-        spec = EVALS.resolve(spec, f"eval.metrics.{key}")
-        where = f"eval.metrics.{key}"
-        for chunk, smodel, sds, sctx in stacks:
-            if smodel is not None and spec["name"] in STACKED:
-                result = EVALS.build(spec, where, model=smodel, ds=sds, ctx=sctx)
-                for j, k in enumerate(chunk):
-                    records[k]["metrics"][key] = per_model(result, j)
-            else:
-                for k in chunk:
-                    records[k]["metrics"][key] = EVALS.build(spec, where, model=models[k], ds=dss[k], ctx=ctxs[k])
+    measured = _measure_stacked([models[k] for k in ok], [dss[k] for k in ok], [seeds[k] for k in ok],
+                                cfgs[0]["eval"], device, root if root is not None else data_root())
+    for k, metrics in zip(ok, measured):
+        records[k]["metrics"] = metrics
     seconds = round((time.time() - t0) / len(cfgs), 3)
     for record in records:
         record.update(seconds=seconds, device=str(device), torch=torch.__version__, bnrobust=__version__,

@@ -48,7 +48,7 @@ FAMILIES = ("linear", "mlp", "deep-linear")
 PER_SAMPLE = (nn.Identity, nn.ReLU, nn.Flatten, nn.Tanh, nn.Sigmoid, nn.LeakyReLU, nn.MaxPool2d, nn.AvgPool2d,
               PerImageStandardize, PerImageL2)
 STEP_ELEMENTS = 2 ** 21  # see split
-STEP_MACS = 2 ** 24
+MAX_WEIGHT = 2 ** 14  # see split
 MAX_MODELS = 128
 EVAL_ELEMENTS = 2 ** 17  # see eval_chunk
 PREDECODE_BYTES = 2 ** 30  # decode the training sets once up front if they take at most this much as float
@@ -94,10 +94,10 @@ def split(cfgs: Sequence[dict], ds: Dataset) -> list[list[int]]:
     """The stacks (lists of indices into cfgs, which share a stack_key) to train on `ds` (the
     first config's dataset): the models of one seed always together (they read the same
     batches), as many seeds per stack as keep a step's distinct batches within STEP_ELEMENTS
-    input elements, at most MAX_MODELS models. Models whose step is dominated by arithmetic
-    rather than per-call overhead (more than STEP_MACS multiply-adds per example in their
-    linear layers times the batch, e.g. MLPs of width 1000) gain nothing from stacking (a bmm is
-    no faster than S matmuls) and train alone; linear models always stack (one folded matmul)."""
+    input elements, at most MAX_MODELS models. Models with a linear layer of more than
+    MAX_WEIGHT weights train alone: a CPU bmm over S such layers is slower than S matmuls
+    (measured: 3 x 256x256 at batch 10, 471 vs 437 us; 3 x 128x128, 187 vs 249 us), so only
+    small nets gain; linear models always stack (their one folded matmul is tiny)."""
     n_train, input_size = len(ds.x_train), math.prod(ds.input_shape)
     spec = cfgs[0]["model"]
     bs = min(cfgs[0]["train"].get("batch_size") or n_train, n_train)
@@ -106,9 +106,9 @@ def split(cfgs: Sequence[dict], ds: Dataset) -> list[list[int]]:
         if plain and type(ds.transform).__name__ == "NearestUpscale":  # trained before upscaling (absorb_upscale)
             input_size = math.prod(ds.take("train", slice(0, 1)).shape[1:])
     else:
-        with torch.random.fork_rng(devices=[]):  # count its weights; leave the global random state as it was
+        with torch.random.fork_rng(devices=[]):  # look at its layers; leave the global random state as it was
             model = build_model(spec, ds)
-        if bs * sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear)) > STEP_MACS:
+        if any(m.weight.numel() > MAX_WEIGHT for m in model.modules() if isinstance(m, nn.Linear)):
             return [[i] for i in range(len(cfgs))]
     by_seed: dict[int, list[int]] = {}
     for i, cfg in enumerate(cfgs):
@@ -172,6 +172,10 @@ def stacked_matmul(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
     outputs of a classifier its backward (grad_W = g^T h) is a far faster bmm on CPUs than that
     of h W^T (1.5-8x, measured)."""
     s, n_out, n_in = w.shape
+    if h.requires_grad and (sharing is None or sharing.unique == s):  # a hidden layer: its backward needs
+        out = torch.baddbmm(b.unsqueeze(1), h.reshape(s, -1, n_in), w.transpose(1, 2)) if b is not None else \
+            torch.bmm(h.reshape(s, -1, n_in), w.transpose(1, 2))  # grad_h too, faster in this layout
+        return out.reshape(-1, n_out)
     if sharing is None or sharing.unique == s:
         hs = h.reshape(s, -1, n_in)
     elif sharing.per is None:  # unequal numbers of models per batch: give each model its copy
@@ -232,6 +236,7 @@ class StackedBatchNorm(nn.Module):
         self.momentum, self.affine, self.track = first.momentum, first.affine, first.track_running_stats
         self.num_features = first.num_features
         self.register_buffer("eps", torch.tensor([float(m.eps) for m in layers]), persistent=False)
+        self.same_eps = float(first.eps) if all(m.eps == first.eps for m in layers) else None
         if self.affine:
             self.weight = nn.Parameter(torch.stack([m.weight.detach() for m in layers]).clone())
             self.bias = nn.Parameter(torch.stack([m.bias.detach() for m in layers]).clone())
@@ -242,6 +247,8 @@ class StackedBatchNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s, c = len(self.eps), self.num_features
         xs = x.reshape(s, -1, *x.shape[1:])  # [S, B, C, *spatial]
+        if xs.dim() == 3 and self.same_eps is not None:
+            return self._native(xs).reshape(x.shape)
         shape = _channel_view(s, c, xs.dim() - 3)
         if self.training or not self.track:
             dims = [1, *range(3, xs.dim())]
@@ -264,6 +271,22 @@ class StackedBatchNorm(nn.Module):
         else:
             alpha, beta = invstd, -mean * invstd
         return torch.addcmul(beta, xs, alpha).reshape(x.shape)
+
+
+    def _native(self, xs: torch.Tensor) -> torch.Tensor:
+        """PyTorch's own batch norm over the S*C features of [B, S*C] (one kernel forward and
+        backward, the single models' arithmetic): for models with the same c."""
+        s, b, c = xs.shape
+        batch_stats = self.training or not self.track
+        if self.training and self.track:
+            self.num_batches_tracked.add_(1)
+        flat = lambda t: None if t is None else t.view(-1)  # noqa: E731
+        out = F.batch_norm(xs.transpose(0, 1).reshape(b, s * c),
+                           flat(self.running_mean) if self.track else None,
+                           flat(self.running_var) if self.track else None,
+                           flat(self.weight) if self.affine else None, flat(self.bias) if self.affine else None,
+                           batch_stats, self.momentum, self.same_eps)
+        return out.view(b, s, c).transpose(0, 1)
 
 
 class StackedSampleNorm(nn.Module):
