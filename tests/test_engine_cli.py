@@ -93,7 +93,7 @@ def test_cli_list(capsys):
     (["run", "toy-tilting", "--set", "train.lr"], "KEY=VALUE"),
     (["run", "toy-tilting", "--set", "model.bn=sometimes"], "model.bn: model 'linear' has no option 'bn'"),
     (["run", "toy-tilting", "--set", "model.init=sometimes"], "model.init: Input should be 'default' or 'zeros'"),
-    (["run", "toy-tilting", "--set", "model.norm.affine=fixed"], "model.norm.affine: norm 'none' has no option"),
+    (["run", "toy-tilting", "--set", "model.norm.bogus=fixed"], "model.norm.bogus: norm 'none' has no option"),
     (["run", "toy-tilting", "--set", "model.width=3"], "has no option 'width'"),
     (["run", "toy-tilting", "--shard", "3/2"], "--shard"),
     (["run", "toy-tilting", "--device", "tpu9"], "device"),
