@@ -11,6 +11,7 @@ from bnrobust.attacks.gradient import draw
 from bnrobust.config import resolve_config
 from bnrobust.experiments import get_experiment
 from bnrobust.models import build_model
+from bnrobust.runner import execute as execute_mod
 from bnrobust.runner import sweep as sweep_mod
 from bnrobust.runner.execute import get_dataset, run_config, run_stacked
 from bnrobust.runner.executors import LocalExecutor
@@ -270,14 +271,14 @@ def test_two_sweeps_share_stacks_and_compute_each_run_once(tmp_path, monkeypatch
     import threading
     import time
     monkeypatch.setattr(sweep_mod, "POLL_S", 0.05)
-    real, computed, lock = sweep_mod.run_stacked, [], threading.Lock()
+    real, computed, lock = execute_mod.run_stacked, [], threading.Lock()
 
     def slow(cfgs, *args):
         with lock:
             computed.extend(c["seed"] for c in cfgs)
         time.sleep(0.3)
         return real(cfgs, *args)
-    monkeypatch.setattr(sweep_mod, "run_stacked", slow)
+    monkeypatch.setattr(execute_mod, "run_stacked", slow)
     exp, results, over = get_experiment("toy-tilting"), [], {"train.epochs": 5, "data.n_test": 50}
     threads = [threading.Thread(target=lambda: results.append(sweep(exp, tmp_path, "quick", 2, over, progress=False)))
                for _ in range(2)]
@@ -292,10 +293,10 @@ def test_two_sweeps_share_stacks_and_compute_each_run_once(tmp_path, monkeypatch
 
     def interrupted(cfgs, *args):
         raise KeyboardInterrupt
-    monkeypatch.setattr(sweep_mod, "run_stacked", interrupted)
+    monkeypatch.setattr(execute_mod, "run_stacked", interrupted)
     with pytest.raises(KeyboardInterrupt):
         sweep(exp, tmp_path / "b", "quick", 2, over, progress=False)
     assert not list((tmp_path / "b" / "toy-tilting" / "runs").glob("*-s*"))  # nothing half-saved
     assert not list((tmp_path / "b" / "toy-tilting" / "runs").glob(".claim-*"))
-    monkeypatch.setattr(sweep_mod, "run_stacked", real)
+    monkeypatch.setattr(execute_mod, "run_stacked", real)
     assert all(r.ok for r in sweep(exp, tmp_path / "b", "quick", 2, over, progress=False).runs)
