@@ -33,15 +33,7 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     correct: torch.Tensor | int = 0
     loss_sum: torch.Tensor | float = 0.0
     n = 0
-    for xb, yb in batches:
-        if device is not None:
-            xb, yb = xb.to(device), yb.to(device)
-        if pre_perturb is not None:
-            xb = pre_perturb(xb, yb)
-        if transform is not None:
-            xb = transform(xb)
-        if perturb is not None:
-            xb = perturb(xb, yb)
+    for xb, yb in _prepared(batches, perturb, transform, pre_perturb, device):
         with torch.no_grad():
             out = model(xb)
             correct = correct + (out.argmax(1) == yb).sum()
@@ -50,9 +42,8 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     return 100.0 * int(correct) / n, float(loss_sum) / n
 
 
-def _evaluate_stacked(model, batches, perturb, transform, pre_perturb, device, s: int):
-    """`evaluate` of S stacked models at once, each model's sums kept apart."""
-    correct, loss_sum, n = [0] * s, [0.0] * s, 0
+def _prepared(batches, perturb, transform, pre_perturb, device):
+    """The batches as the model sees them: on `device`, pre_perturb, transform, then perturb."""
     for xb, yb in batches:
         if device is not None:
             xb, yb = xb.to(device), yb.to(device)
@@ -62,6 +53,13 @@ def _evaluate_stacked(model, batches, perturb, transform, pre_perturb, device, s
             xb = transform(xb)
         if perturb is not None:
             xb = perturb(xb, yb)
+        yield xb, yb
+
+
+def _evaluate_stacked(model, batches, perturb, transform, pre_perturb, device, s: int):
+    """`evaluate` of S stacked models at once, each model's sums kept apart."""
+    correct, loss_sum, n = [0] * s, [0.0] * s, 0
+    for xb, yb in _prepared(batches, perturb, transform, pre_perturb, device):
         with torch.no_grad():
             out = model(xb)
         hits = (out.argmax(1) == yb).view(s, -1).sum(1).tolist()
