@@ -55,7 +55,8 @@ def _each(fn, *values):
     n = next((len(v) for v in values if isinstance(v, (np.ndarray, PerModel))), None)
     if n is None:
         return fn(*values)
-    pick = lambda v, k: v[k].item() if isinstance(v, np.ndarray) else v[k] if isinstance(v, PerModel) else v  # noqa: E731
+    def pick(v, k):
+        return v[k].item() if isinstance(v, np.ndarray) else v[k] if isinstance(v, PerModel) else v
     return PerModel(fn(*(pick(v, k) for v in values)) for k in range(n))
 
 

@@ -11,6 +11,10 @@ manifest, and the report of the previous sweep, in place.
 Two sweeps may share one --out (shards, or the same command twice): each claims a run before
 computing it (see claims.py), skips runs that a live process claims, and waits for those at
 the end, so that its report is complete.
+
+Runs are computed in units (`units`): one run, or several that train as one seed-stacked model
+(bnrobust/train/stacked.py); every run of a unit is claimed before the unit starts and stored
+as its own run when it ends.
 """
 from __future__ import annotations
 

@@ -158,7 +158,8 @@ class Sharing:
         """(index, order, inverse) on `device` (copied there once)."""
         key = str(device)
         if key not in self._source:
-            self._source[key] = tuple(None if t is None else t.to(device) for t in (self.index, self.order, self.inverse))
+            self._source[key] = tuple(None if t is None else t.to(device)
+                                      for t in (self.index, self.order, self.inverse))
         return self._source[key]
 
     def __repr__(self) -> str:
@@ -591,8 +592,7 @@ def same_split(a: Dataset, b: Dataset, split: str) -> bool:
     (xa, ya), (xb, yb) = a.split(split), b.split(split)
     return (xa.shape == xb.shape and xa.dtype == xb.dtype and torch.equal(ya, yb)
             and torch.equal(xa[:16], xb[:16]) and torch.equal(xa, xb)
-            and _same_decode(a.decode, b.decode) and type(a.transform) is type(b.transform)
-            and getattr(a.transform, "__dict__", None) == getattr(b.transform, "__dict__", None))
+            and _same_decode(a.decode, b.decode) and _same_transform(a.transform, b.transform))
 
 
 def _blocks(datasets: Sequence[Dataset], split: str) -> tuple[list[Dataset], list[int]]:
@@ -667,13 +667,17 @@ def eval_chunk(ds: Dataset, batch_size: int) -> int:
     return max(1, EVAL_ELEMENTS // max(1, per_model))
 
 
+def _same_transform(a, b) -> bool:
+    return type(a) is type(b) and getattr(a, "__dict__", None) == getattr(b, "__dict__", None)
+
+
 def stackable_data(datasets: Sequence[Dataset], splits: Sequence[str] = ("test",)) -> bool:
     """Whether the datasets can be evaluated as one StackedData: equal split sizes, clip range
     and transform."""
     first = datasets[0]
     for ds in datasets[1:]:
-        if ds.clip != first.clip or ds.num_classes != first.num_classes or type(ds.transform) is not type(
-                first.transform) or getattr(ds.transform, "__dict__", None) != getattr(first.transform, "__dict__", None):
+        if ds.clip != first.clip or ds.num_classes != first.num_classes or not _same_transform(ds.transform,
+                                                                                                first.transform):
             return False
         for split in splits:
             if (getattr(ds, f"x_{split}") is None) != (getattr(first, f"x_{split}") is None):
