@@ -9,7 +9,7 @@ Cases: Table 1's logistic regression (GD and BNGD, batch 128), one seed of the i
 (784-392-392-10, BN on the first layer, batch 128) and one of the MNIST-C LeNet-5 (BN, batch 50,
 momentum 0.9), on MNIST when it is found ($BNROBUST_DATA), else on random images.
 
-    python benchmarks/bench_train.py [--repeats 3] [--n 5000] [--epochs 1]
+    python benchmarks/bench_train.py [--repeats 3] [--n 5000] [--epochs 1] [--only LeNet]
 """
 from __future__ import annotations
 
@@ -64,6 +64,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--n", type=int, default=5000, help="training images per epoch")
     ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--only", help="run only the cases whose name contains this text (e.g. LeNet)")
     args = ap.parse_args()
     x8, y, what = mnist_uint8(args.n)
     decode = DecodeImages("unit")
@@ -88,6 +89,8 @@ def main():
     print(f"{'model':<24}{'epochs':>7}{'ours ex/s':>11}{'plain ex/s':>12}{'ours/plain time':>17}")
     worst = 0.0
     for name, model, ds, px, py, cfg in cases:
+        if args.only and args.only.lower() not in name.lower():
+            continue
         best = {"ours": float("inf"), "plain": float("inf")}
         for _ in range(args.repeats):  # alternate, so load changes hit both alike
             m = copy.deepcopy(model)
