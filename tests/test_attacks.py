@@ -55,6 +55,13 @@ def test_masking_checks_can_fail():
     assert masking_problems(90.0, [0, 0.1, 0.2], [90.0, 30.0, 0.0], [90.0, 40.0, 0.0])  # PGD weaker than FGSM
 
 
+def test_masking_slack_is_two_test_points():
+    crossing = ([90.0, 39.0, 0.0], [90.0, 41.0, 0.0])  # PGD above FGSM by 2%
+    assert masking_problems(90.0, [0, 0.1, 0.2], *crossing)  # on many points: a real gap
+    assert masking_problems(90.0, [0, 0.1, 0.2], *crossing, n=100) == []  # two images of 100
+    assert masking_problems(90.0, [0, 0.1, 0.2], [90.0, 38.0, 0.0], [90.0, 41.0, 0.0], n=100)  # three are not
+
+
 def test_masking_metric_on_a_linear_model(toy):
     torch.manual_seed(0)
     model = LinearClassifier(2, 2)

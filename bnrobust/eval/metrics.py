@@ -216,7 +216,7 @@ def eval_masking(model, ds, ctx, eps: Annotated[list[NonNeg], Field(min_length=2
             "problems": problems}
 
 
-@EVALS.register("eps-curve")
+@EVALS.register("eps-curve", version=2)
 def eval_eps_curve(model, ds, ctx, eps: Annotated[list[NonNeg], Field(min_length=2)], steps: PosInt = 20,
                    n: PosInt = 500, norm: Norm = "linf", target: Target = "none") -> dict:
     """Accuracy against eps (Fig. 5) under PGD (`steps` steps of eps/10, no random start) with an
@@ -229,7 +229,7 @@ def eval_eps_curve(model, ds, ctx, eps: Annotated[list[NonNeg], Field(min_length
          for e in eps]
     p = [_acc_loss(model, sub, ctx, lambda xb, yb: attacks.pgd(model, xb, yb, e, steps, max(e, 1e-12) / 10, norm,
                                                                False, ctx.clip, target))["acc"] for e in eps]
-    problems = masking_problems(clean, list(eps), f, p, fgsm_curve=False)
+    problems = masking_problems(clean, list(eps), f, p, fgsm_curve=False, n=len(sub.y_test))
     return {"eps": list(eps), "clean": clean, "fgsm": f, "pgd": p, "passed": not problems, "problems": problems}
 
 
