@@ -62,6 +62,16 @@ def test_masking_slack_is_two_test_points():
     assert masking_problems(90.0, [0, 0.1, 0.2], [90.0, 38.0, 0.0], [90.0, 41.0, 0.0], n=100)  # three are not
 
 
+def test_targeted_curves_keep_the_eps0_and_reaches_zero_checks():
+    rising = ([90.0, 92.0, 40.0, 0.0], [90.0, 93.0, 50.0, 0.0])  # a targeted attack may do this
+    assert masking_problems(90.0, [0, 0.1, 0.2, 0.4], *rising)
+    assert masking_problems(90.0, [0, 0.1, 0.2, 0.4], *rising, targeted=True) == []
+    assert masking_problems(90.0, [0, 0.1, 0.2, 0.4], [90.0, 92.0, 40.0, 0.0], [90.0, 93.0, 50.0, 20.0],
+                            targeted=True)  # never reaches ~0
+    assert masking_problems(90.0, [0, 0.1, 0.2, 0.4], [89.0, 92.0, 40.0, 0.0], [90.0, 93.0, 50.0, 0.0],
+                            targeted=True)  # eps=0 != clean
+
+
 def test_masking_metric_on_a_linear_model(toy):
     torch.manual_seed(0)
     model = LinearClassifier(2, 2)
