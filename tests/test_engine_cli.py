@@ -134,10 +134,12 @@ def _table(out: Path) -> str:
 
 
 def test_killed_sweep_resumes_with_nothing_lost_or_duplicated(tmp_path):
-    """SIGKILL `bnrobust run` mid-sweep, run it again: same runs, same table as an uninterrupted sweep."""
+    """SIGKILL `bnrobust run` mid-sweep, run it again: same runs, same table as an uninterrupted sweep.
+    Runs one at a time (BNROBUST_STACK=0): stacked, all 8 linear runs are one unit whose records land
+    together, so no kill falls between them (test_stacked kills and resumes a stack)."""
     args = [sys.executable, "-m", "bnrobust", "run", "toy-tilting", "--scale", "paper", "--seeds", "4",
             "--set", "train.epochs=1500", "--set", "data.n_test=500"]
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ, PYTHONPATH=str(REPO), BNROBUST_STACK="0")
     killed = tmp_path / "killed"
     proc = subprocess.Popen(args + ["--out", str(killed)], env=env, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
