@@ -101,16 +101,21 @@ def _j2_base(**metrics: dict) -> dict:
             "eval": {"batch_size": 1000, "metrics": {"clean": {"name": "clean"}, **metrics}}}
 
 
+def _trained(results: Results, metric: str):
+    """(variant, run, metric spec, model, dataset) of the first finished run of each J.2 model:
+    the figures redo their attack on the stored weights."""
+    for variant in J2_VARIANTS:
+        run = results.first_ok(variant)
+        if run is not None:
+            yield (variant, run, run.config["eval"]["metrics"][metric], run.model(results.root),
+                   get_dataset(run.config, results.root))
+
+
 def svhn_fooling_figure(results: Results, out: Path) -> list[str]:
     """Fig. 14: one fooling image per target class for each model, titled with the predicted class
     and its softmax margin."""
     paths = []
-    for variant in J2_VARIANTS:
-        run = results.first_ok(variant)
-        if run is None:
-            continue
-        spec = run.config["eval"]["metrics"]["fooling"]
-        model, ds = run.model(results.root), get_dataset(run.config, results.root)
+    for variant, run, spec, model, ds in _trained(results, "fooling"):
         g = torch.Generator().manual_seed(run.seed)
         steps = max(spec["steps"])
         imgs, targets = attacks.fooling_images(model, 1, ds.num_classes, ds.input_shape, steps, spec["step_size"],
@@ -162,12 +167,7 @@ register(Experiment(
 def grid_figure(results: Results, out: Path) -> list[str]:
     """Fig. 15: rows = source class (natural images on the diagonal), columns = target class."""
     paths = []
-    for variant in J2_VARIANTS:
-        run = results.first_ok(variant)
-        if run is None:
-            continue
-        spec = run.config["eval"]["metrics"]["grid"]
-        model, ds = run.model(results.root), get_dataset(run.config, results.root)
+    for variant, run, spec, model, ds in _trained(results, "grid"):
         x = ds.take("test", grid_sources(ds, run.seed))
         grid, margins, steps = attacks.target_grid(model, x, ds.num_classes, spec["step_size"], spec["margin"],
                                                    spec["max_steps"], ds.clip)
