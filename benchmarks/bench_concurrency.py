@@ -7,8 +7,8 @@ thread policy, alternating so that changes in the machine's load hit all of them
 
 - `torch defaults`: BNROBUST_THREADS=torch, PyTorch's one spinning OpenMP thread per core
   in every process (bnrobust before issue 13);
-- `bnrobust auto`: the command's default (idle threads sleep, live bnrobust processes of the
-  host split the cores; bnrobust/threads.py);
+- `bnrobust auto`: the command's default (idle threads spin only briefly, live bnrobust
+  processes of the host split the cores; bnrobust/threads.py);
 - `OMP_NUM_THREADS=1`: one thread per process, for reference.
 
 Prints wall seconds (process start to exit) and compute seconds (the runs' own `seconds`),
@@ -43,7 +43,7 @@ MODES = {
 
 def env_for(mode: str) -> dict:
     env = {k: v for k, v in os.environ.items()
-           if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "BNROBUST_THREADS")}
+           if k not in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "BNROBUST_THREADS")}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.setdefault("BNROBUST_DATA", str(REPO.parent / "shared" / "data"))
     env["BNROBUST_NO_DOWNLOAD"] = "1"

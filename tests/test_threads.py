@@ -29,7 +29,7 @@ def share(tmp_path, monkeypatch):
 
 def _env_after_configure(**env) -> dict:
     """os.environ of a fresh process (torch not loaded) after configure_env()."""
-    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", threads.ENV)}
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", threads.ENV)}
     code = ("import json, os, sys; from bnrobust import threads; threads.configure_env(); "
             "assert 'torch' not in sys.modules; print(json.dumps(dict(os.environ)))")
     out = subprocess.run([sys.executable, "-c", code], env={**base, "PYTHONPATH": str(REPO), **env},
@@ -38,20 +38,24 @@ def _env_after_configure(**env) -> dict:
     return json.loads(out)
 
 
-def test_command_lets_idle_threads_sleep_and_shares_cores():
+def test_command_bounds_idle_spinning_and_shares_cores():
     env = _env_after_configure()
-    assert env["OMP_WAIT_POLICY"] == "PASSIVE" and env[threads.ENV] == "auto"
-    env = _env_after_configure(OMP_WAIT_POLICY="ACTIVE", BNROBUST_THREADS="3")  # the user's choice stands
-    assert env["OMP_WAIT_POLICY"] == "ACTIVE" and env[threads.ENV] == "3"
-    env = _env_after_configure(BNROBUST_THREADS="torch")  # PyTorch's defaults, as before
+    assert env["GOMP_SPINCOUNT"] == threads.SPIN_COUNT and env[threads.ENV] == "auto"
     assert "OMP_WAIT_POLICY" not in env
+    env = _env_after_configure(OMP_WAIT_POLICY="ACTIVE", BNROBUST_THREADS="3")  # the user's choice stands
+    assert env["OMP_WAIT_POLICY"] == "ACTIVE" and env[threads.ENV] == "3" and "GOMP_SPINCOUNT" not in env
+    env = _env_after_configure(GOMP_SPINCOUNT="5")
+    assert env["GOMP_SPINCOUNT"] == "5"
+    env = _env_after_configure(BNROBUST_THREADS="torch")  # PyTorch's defaults, as before
+    assert "OMP_WAIT_POLICY" not in env and "GOMP_SPINCOUNT" not in env
 
 
 def test_configure_env_leaves_an_in_process_caller_alone(monkeypatch):
     monkeypatch.delenv(threads.ENV, raising=False)
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
     threads.configure_env()  # torch is loaded here: nothing to gain, nothing changed
-    assert threads.ENV not in os.environ and "OMP_WAIT_POLICY" not in os.environ
+    assert threads.ENV not in os.environ and "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ
 
 
 def test_live_processes_split_the_cores(share, monkeypatch):

@@ -112,6 +112,7 @@ def run_stacked(cfgs: list[dict], root: Path | None = None, device: torch.device
     else model by model. Returns each config's (record, model), as run_config would (weights equal
     up to float rounding). Raises NotStackable, before any training, where they cannot stack."""
     device = torch.device(device)
+    share_cpus(force=True)  # this process's share of the cores, with the other bnrobust processes now running
     t0 = time.time()
     seeds = [int(cfg["seed"]) for cfg in cfgs]
     loaded: dict[tuple[str, int], Dataset] = {}  # one object per (data, seed): models of a seed share it

@@ -38,6 +38,7 @@ from ..models import build_model
 from ..models.linear import LinearClassifier
 from ..models.norms import PerImageL2, PerImageStandardize
 from ..seeding import Stream, stream_seed
+from ..threads import share_cpus
 from ..checkpoints import open_checkpoint
 from .trainer import (TrainConfig, TrainResult, _load_checkpoint, _lr_at, _save_checkpoint,
                       checkpoint_seconds)
@@ -886,6 +887,7 @@ def _train(models, datasets, cfg, cfgs, seeds, blocks, progress, checkpoint) -> 
         loss_sum = torch.zeros(s, device=device)
         correct = torch.zeros(s, device=device, dtype=torch.long)
         for xb, yb in data.epoch():
+            share_cpus()  # a sweep started beside this one: share the cores (looks every RECHECK_S seconds)
             b = len(yb) // s  # labels are per model
             if attack is not None:
                 stacked.eval()

@@ -184,12 +184,12 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, seed: int, progress
     bar = tqdm(range(start, cfg.epochs), desc="epochs", unit="epoch", leave=False, disable=None if progress else True,
                initial=start, total=cfg.epochs)
     for epoch in bar:
-        share_cpus()  # a sweep started beside this one since the last epoch: share the cores (throttled)
         for group in opt.param_groups:
             group["lr"] = _lr_at(cfg, epoch) * (bs if cfg.lr_per_example else 1) * group["lr_scale"]
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         for xb, yb in data.batches("train", bs, gen, augment=True):
+            share_cpus()  # a sweep started beside this one: share the cores (looks every RECHECK_S seconds)
             xb = data.prepare(xb)
             if nhwc:
                 xb = xb.contiguous(memory_format=torch.channels_last)
