@@ -39,6 +39,7 @@ from ..models.linear import LinearClassifier
 from ..models.norms import PerImageL2, PerImageStandardize
 from ..seeding import Stream, stream_seed
 from ..threads import share_cpus
+from .sgd import make_sgd
 from ..checkpoints import open_checkpoint
 from .trainer import (TrainConfig, TrainResult, _load_checkpoint, _lr_at, _save_checkpoint,
                       checkpoint_seconds)
@@ -861,7 +862,7 @@ def _train(models, datasets, cfg, cfgs, seeds, blocks, progress, checkpoint) -> 
         data.prepare = lambda x: x  # the model takes the small images (its upscaling is folded in)
     results = [TrainResult() for _ in range(s)]
     groups, manual_decay = _param_groups(stacked, cfgs)
-    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    opt = make_sgd(groups, cfg.lr, cfg.momentum, cfg.nesterov, device)
     adv_gens = [torch.Generator().manual_seed(stream_seed(sd, Stream.ADV_TRAIN)) for sd in seeds]
     amp = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     alive = [True] * s

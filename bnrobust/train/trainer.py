@@ -24,6 +24,7 @@ from ..eval.measure import evaluate
 from ..registry import Registry, Spec
 from ..seeding import Stream, stream_seed
 from ..threads import share_cpus
+from .sgd import make_sgd
 
 TRAINERS = Registry("trainer", default="sgd")
 Positive = Annotated[float, Field(gt=0)]
@@ -156,8 +157,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, seed: int, progress
         raise BnrobustError("train.select=best-val needs a dataset with a validation split (e.g. data.n_val > 0)")
     n = len(data.x_train)
     bs = n if cfg.batch_size == 0 else min(cfg.batch_size, n)
-    opt = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                          weight_decay=cfg.weight_decay, fused=device.type == "cuda" or None)  # one kernel per step
+    opt = make_sgd(param_groups(model, cfg), cfg.lr, cfg.momentum, cfg.nesterov, device, cfg.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     adv_gen = torch.Generator().manual_seed(stream_seed(seed, Stream.ADV_TRAIN))
     attack = ATTACKS.partial(cfg.adversarial, "train.adversarial") if cfg.adversarial else None
