@@ -141,6 +141,36 @@ def test_every_registered_experiment_constructs():
                     assert again.discrepancy(v, c) == d.why
 
 
+def test_each_experiment_is_registered_by_the_module_that_get_experiment_imports(monkeypatch):
+    """get_experiment imports only MODULES[id]: each module, imported into a fresh registry
+    with no other experiment module loaded, registers the ids MODULES gives it (and no other)."""
+    import importlib
+    import sys
+
+    import bnrobust.experiments as E
+    from bnrobust.registry import Registry
+    assert list(E.EXPERIMENTS) == list(E.MODULES)  # every module loaded: exactly these ids, in this order
+    loaded = {k: v for k, v in sys.modules.items() if k.startswith("bnrobust.experiments.") and k != "bnrobust.experiments.base"}
+    try:
+        for module in dict.fromkeys(E.MODULES.values()):
+            for name in loaded:
+                sys.modules.pop(name, None)
+            monkeypatch.setattr(E, "_REGISTRY", Registry("experiment"))
+            importlib.import_module(f"bnrobust.experiments.{module}")
+            mine = [i for i, m in E.MODULES.items() if m == module]
+            assert set(mine) <= set(E._REGISTRY), module
+            assert set(E._REGISTRY) <= {i for i, m in E.MODULES.items()
+                                        if f"bnrobust.experiments.{m}" in sys.modules}, module
+    finally:
+        sys.modules.update(loaded)
+
+
+def test_an_unknown_experiment_is_one_line_naming_the_ids():
+    from bnrobust.experiments import get_experiment
+    with pytest.raises(BnrobustError, match=r"unknown experiment 'mnist37-linaer' \(did you mean mnist37-linear"):
+        get_experiment("mnist37-linaer")
+
+
 def test_mnist37_notes_about_bngd_do_not_attach_to_gd():
     from bnrobust.experiments import get_experiment
     exp = get_experiment("mnist37-linear")

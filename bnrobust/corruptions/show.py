@@ -51,14 +51,14 @@ def show_grid(images: np.ndarray, suite: str, out_path: Path, seed: int = 0) -> 
 
     mnist: one row per image (up to 4), columns clean + each corruption (one severity).
     cifar10: one row per corruption, columns clean + severities 1..5, on the first image."""
-    from ..report.figures import plt, save_figure
+    from ..report.figures import subplots, save_figure
     table = _suite(suite)
     out_path = Path(out_path)
     names = list(table)
     if suite == "mnist":
         imgs = images[:4]
         cols = [("clean", imgs)] + [(nm, corrupt(imgs, nm, 1, seed, suite)) for nm in names]
-        fig, axes = plt.subplots(len(imgs), len(cols), figsize=(1.0 * len(cols), 1.1 * len(imgs)),
+        fig, axes = subplots(len(imgs), len(cols), figsize=(1.0 * len(cols), 1.1 * len(imgs)),
                                  squeeze=False)
         for j, (title, batch) in enumerate(cols):
             for i in range(len(imgs)):
@@ -69,7 +69,7 @@ def show_grid(images: np.ndarray, suite: str, out_path: Path, seed: int = 0) -> 
                     ax.set_title(title.replace("_", "\n"), fontsize=6)
     else:
         img = images[:1]
-        fig, axes = plt.subplots(len(names), 6, figsize=(6 * 1.0, len(names) * 1.0), squeeze=False)
+        fig, axes = subplots(len(names), 6, figsize=(6 * 1.0, len(names) * 1.0), squeeze=False)
         for i, nm in enumerate(names):
             row = [img[0]] + [corrupt(img, nm, s, seed, suite)[0] for s in SEVERITIES[suite]]
             for j, im in enumerate(row):

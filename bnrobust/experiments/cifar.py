@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..report.figures import plt, save_figure
+from ..report.figures import subplots, save_figure
 from . import register
 from .base import Column, Discrepancy, Experiment, PerScale, Results
 
@@ -84,7 +84,7 @@ def _kept(r: Results, variant: str, key: str) -> float:
 
 def val_curves_figure(results: Results, out: Path) -> list[str]:
     """Validation accuracy per epoch of every variant (mean over seeds): how far each trained."""
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = subplots(figsize=(7, 4.2))
     for variant in results.by_variant():
         runs = results.ok_runs(variant)
         curves = [[h.get("val_acc") for h in r.record["history"]] for r in runs]
@@ -243,7 +243,7 @@ def _c_name(c: float) -> str:
 
 
 def eps_sweep_cifar_figure(results: Results, out: Path) -> list[str]:
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = subplots(figsize=(6.5, 4.5))
     pts = [(c, results.stat(_c_name(c), "clean.acc"), results.stat(_c_name(c), "noise.acc"))
            for c in C_VALUES if _c_name(c) in results.by_variant()]
     pts = [p for p in pts if not math.isnan(p[1][0])]
@@ -320,7 +320,7 @@ def _sched_name(bn: bool, schedule: str) -> str:
 def curves_figure(results: Results, out: Path) -> list[str]:
     """Figs. 16-17: accuracy every k epochs, one panel per schedule, BN (dashed) vs Un (solid)."""
     scheds = [s for s in SCHEDULES if any(_sched_name(bn, s) in results.by_variant() for bn in (False, True))]
-    fig, axes = plt.subplots(1, len(scheds), figsize=(5 * len(scheds), 4), squeeze=False)
+    fig, axes = subplots(1, len(scheds), figsize=(5 * len(scheds), 4), squeeze=False)
     for ax, sched in zip(axes[0], scheds):
         for bn, style in ((False, "-"), (True, "--")):
             runs = results.ok_runs(_sched_name(bn, sched)) if _sched_name(bn, sched) in results.by_variant() else []

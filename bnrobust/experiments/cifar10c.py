@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..corruptions import CIFAR10_C_CATEGORIES, corruption_names
-from ..report.figures import plt, save_figure
+from ..report.figures import subplots, save_figure
 from . import register
 from .base import Column, Experiment, PerScale, Results
 from .cifar import DATA, METRICS, QUICK_DATA, QUICK_WRN, SGD, STD_NOTE, VGG_NOTE, WRN_NOTE, wrn_variant
@@ -57,7 +57,7 @@ def gap_figure(results: Results, out: Path) -> list[str]:
              and results.ok_runs(un) and results.ok_runs(bn)]
     if not pairs:
         return []
-    fig, ax = plt.subplots(figsize=(13, 4.5))
+    fig, ax = subplots(figsize=(13, 4.5))
     width = 0.8 / len(pairs)
     for i, (un, bn) in enumerate(pairs):
         gaps = [_gap(results, un, bn, n) for n in names]

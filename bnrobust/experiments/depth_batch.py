@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import Column, Experiment, Results
-from ..report.figures import plt, save_figure
+from ..report.figures import subplots, save_figure
 from . import register
 
 PAPER_B = (5, 10, 20, 50, 100, 150, 200, 250)
@@ -79,7 +79,7 @@ def grid_figure(results: Results, out: Path) -> list[str]:
     from ..theory import max_trainable_depth
     batches, depths = _axes(results)
     metrics = [("clean.acc", "clean"), ("noise.acc", "Gaussian noise"), ("bim.acc", "BIM")]
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8), squeeze=False)
+    fig, axes = subplots(2, 3, figsize=(15, 8), squeeze=False)
     bs = np.linspace(max(min(batches), 4), max(batches), 200)  # the theorem needs B >= 4
     theory = [max_trainable_depth(int(round(b))) for b in bs]
     for row, bn in enumerate((True, False)):

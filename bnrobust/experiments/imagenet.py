@@ -20,7 +20,7 @@ import numpy as np
 
 from ..data.imagenet import CLIP, IMAGENET_MEAN, IMAGENET_STD
 from ..models.weights import PUBLISHED
-from ..report.figures import plt, save_figure
+from ..report.figures import subplots, save_figure
 from .base import Column, Experiment, PerScale, Results
 from . import register
 
@@ -123,7 +123,7 @@ def transfer_table(results: Results, out: Path) -> list[str]:
     if not sources:
         return []
     mats = {acc: transfer_matrix(results, acc)[2] for acc in ("top1", "top5")}
-    fig, axes = plt.subplots(2, 1, figsize=(3.0 + 1.1 * len(targets), 2 * (1.6 + 0.6 * len(sources))), squeeze=False)
+    fig, axes = subplots(2, 1, figsize=(3.0 + 1.1 * len(targets), 2 * (1.6 + 0.6 * len(sources))), squeeze=False)
     for ax, (k, acc) in zip(axes[:, 0], enumerate(("top1", "top5"))):
         m = mats[acc]
         im = ax.imshow(m, vmin=0, vmax=100, cmap="viridis", aspect="auto")

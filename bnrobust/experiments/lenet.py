@@ -11,7 +11,7 @@ from .. import attacks
 from ..corruptions import MNIST_C, corrupt
 from ..runner.execute import get_dataset
 from .base import Column, Experiment, PerScale, Results
-from ..report.figures import plt, save_figure
+from ..report.figures import subplots, save_figure
 from . import register
 
 LENET = {"name": "lenet5", "norm": "none", "input_norm": "none"}
@@ -93,7 +93,7 @@ def mnist_c_figure(results: Results, out: Path) -> list[str]:
     variants = [v for v in MNIST_C_VARIANTS if results.ok_runs(v)]
     if not variants:
         return []
-    fig, ax = plt.subplots(figsize=(14, 4.5))
+    fig, ax = subplots(figsize=(14, 4.5))
     width = 0.8 / len(variants)
     xs = np.arange(len(MNIST_C_ORDER))
     for i, v in enumerate(variants):
@@ -182,7 +182,7 @@ def fooling_figure(results: Results, out: Path) -> list[str]:
         g = torch.Generator().manual_seed(run.seed)
         record, targets = fooling_trajectory(model, 1, ds.num_classes, ds.input_shape, max(steps), steps,
                                              spec.get("step_size", 0.2), spec.get("init_std", 0.1), clip, g)
-        fig, axes = plt.subplots(len(steps), ds.num_classes, figsize=(1.3 * ds.num_classes, 1.5 * len(steps)),
+        fig, axes = subplots(len(steps), ds.num_classes, figsize=(1.3 * ds.num_classes, 1.5 * len(steps)),
                                  squeeze=False)
         for i, s in enumerate(steps):
             imgs = record[s]
@@ -250,7 +250,7 @@ def cw_figure(results: Results, out: Path) -> list[str]:
     n = 10
     ds = get_dataset(runs[0][1].config, results.root)
     x, y = ds.take("test", slice(0, n)), ds.y_test[:n]
-    fig, axes = plt.subplots(1 + len(runs), n, figsize=(1.3 * n, 1.5 * (1 + len(runs))), squeeze=False)
+    fig, axes = subplots(1 + len(runs), n, figsize=(1.3 * n, 1.5 * (1 + len(runs))), squeeze=False)
     for k in range(n):
         axes[0][k].imshow(x[k, 0].numpy(), cmap="gray", vmin=0, vmax=1)
         axes[0][k].set_title(f"label {int(y[k])}", fontsize=8)

@@ -11,7 +11,7 @@ import torch
 from ..runner.execute import get_dataset
 from .base import Column, Discrepancy, Experiment, Results
 from ..eval import nearest_centroid_direction
-from ..report.figures import focus_limits, mark_outliers, plt, save_figure, weight_image
+from ..report.figures import focus_limits, mark_outliers, subplots, save_figure, weight_image
 from . import register
 
 # ---------------------------------------------------------------------------
@@ -68,7 +68,7 @@ def toy_figure(results: Results, out: Path) -> list[str]:
         return []
     ds = get_dataset(gd.config, results.root)
     x, y = ds.inputs("train").numpy(), ds.y_train.numpy()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = subplots(1, 3, figsize=(15, 4.2))
     lim = (9.0, 4.0)
     for ax, run, title in ((axes[0], gd, "a. GD(x)"), (axes[1], bn, "b. BNGD(x)")):
         ax.scatter(x[:, 0], x[:, 1], c=y, cmap="coolwarm", s=6, alpha=0.6)
@@ -245,7 +245,7 @@ def eps_sweep_figure(results: Results, out: Path) -> list[str]:
     names = list(clean)
     xlim, off = eps_sweep_xlim([clean[n][0] for n in names])
     off_names = {names[i] for i in off}
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
+    fig, axes = subplots(1, 2, figsize=(12, 4.8))
     for ax, metric, label in ((axes[0], "fgsm.acc", "FGSM (eps=0.1) accuracy (%)"),
                               (axes[1], "awgn.acc", "AWGN N(0,1) accuracy (%)")):
         for tag, style, legend, pts in series:
@@ -357,7 +357,7 @@ def _tracking_weights(results: Results, variant: str) -> np.ndarray | None:
 def tracking_figures(results: Results, out: Path) -> list[str]:
     names = list(TRACK_MODELS)
     ds = get_dataset(results.runs[0].config, results.root)
-    fig, axes = plt.subplots(1, 6, figsize=(18, 3.6))
+    fig, axes = subplots(1, 6, figsize=(18, 3.6))
     for ax, name in zip(axes, names):
         w = _tracking_weights(results, name)
         if w is not None:
@@ -368,7 +368,7 @@ def tracking_figures(results: Results, out: Path) -> list[str]:
     fig.suptitle("Fig. 10: boundary normals (BN folded in) of seed 0; θ and accuracy are means over seeds")
     paths = [save_figure(fig, out / "fig10_weights.png")]
     sweep = [(1e-5, names[0])] + [(c, _c_name(c)) for c in TRACK_C]
-    fig, axes = plt.subplots(1, len(sweep), figsize=(3 * len(sweep), 3.6))
+    fig, axes = subplots(1, len(sweep), figsize=(3 * len(sweep), 3.6))
     for ax, (c, name) in zip(axes, sweep):
         w = _tracking_weights(results, name)
         if w is not None:

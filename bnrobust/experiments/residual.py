@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..report.figures import plt, save_figure
+from ..report.figures import subplots, save_figure
 from . import register
 from .base import Column, Experiment, PerScale, Results
 from .cifar import (DATA, METRICS, STD_NOTE, WRN_NOTE, WRN_TRAIN, _fraction_columns, _kept, _metrics,
@@ -50,7 +50,7 @@ def _resnet_name(depth: int, norm: str) -> str:
 def fixup_depth_figure(results: Results, out: Path) -> list[str]:
     """Fig. 4: clean, noise, PGD-l_inf and PGD-l_2 accuracy against depth, BN vs Fixup, SEM bars."""
     keys = (("clean", "(a) clean"), ("noise", "(b) noise"), ("pgd_linf", "(c) PGD-l∞"), ("pgd_l2", "(d) PGD-l₂"))
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.8))
+    fig, axes = subplots(1, 4, figsize=(16, 3.8))
     for ax, (key, title) in zip(axes, keys):
         for norm, style in (("fixup", "o-"), ("bn", "s--")):
             pts = [(d, results.stat(_resnet_name(d, norm), f"{key}.acc")) for d in RESNET_DEPTHS
@@ -163,7 +163,7 @@ def eps_curves_figure(results: Results, out: Path) -> list[str]:
     """Fig. 5: accuracy vs eps (in 1/255 of the standardized units) for each model and norm; B = BN,
     F = Fixup; mis = untargeted, tgt-ll = least-likely class targeted."""
     models = (("ResNet32", "(a) ResNet32, natural training"), ("WRN-28-10 PGD", "(b) WRN, PGD-l∞ training"))
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8), squeeze=False)
+    fig, axes = subplots(2, 2, figsize=(11, 8), squeeze=False)
     for j, (model, title) in enumerate(models):
         for i, norm in enumerate(("linf", "l2")):
             ax = axes[i][j]

@@ -12,7 +12,7 @@ import torch
 from ..runner.execute import get_dataset
 from .base import Column, Discrepancy, Experiment, Results
 from ..eval.representations import batch_representations, pca2, two_minibatches
-from ..report.figures import plt, save_figure
+from ..report.figures import subplots, save_figure
 from . import register
 
 try:  # 95% confidence intervals of a mean over n seeds: Student t with n - 1 degrees of freedom
@@ -122,7 +122,7 @@ def _band(runs, key: str):
 def curves_figure(results: Results, out: Path) -> list[str]:
     """Fig. 9 with one column per learning rate (the paper overlays them), so the BN and no-BN
     curves of each η and their bands stay readable."""
-    fig, axes = plt.subplots(2, len(LRS), figsize=(15, 7.5), squeeze=False)
+    fig, axes = subplots(2, len(LRS), figsize=(15, 7.5), squeeze=False)
     n_seeds = 0
     for col, lr in enumerate(LRS):
         lows = []
@@ -245,7 +245,7 @@ def representations_figure(results: Results, out: Path) -> list[str]:
     rows = [(v, run) for v in ("BN", "no BN") for run in results.ok_runs(v)[:1]]
     if not rows:
         return []
-    fig, axes = plt.subplots(len(rows), 1 + len(REP_LAYERS), figsize=(13, 4.3 * len(rows)), squeeze=False)
+    fig, axes = subplots(len(rows), 1 + len(REP_LAYERS), figsize=(13, 4.3 * len(rows)), squeeze=False)
     colors = ("tab:blue", "tab:red")
     for row, (variant, run) in enumerate(rows):
         model, ds = run.model(results.root), get_dataset(run.config, results.root)

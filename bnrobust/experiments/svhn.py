@@ -12,7 +12,7 @@ import torch
 
 from .. import attacks
 from ..eval.metrics import grid_sources
-from ..report.figures import plt, save_figure
+from ..report.figures import subplots, save_figure
 from ..runner.execute import get_dataset
 from . import register
 from .base import Column, Experiment, Results
@@ -123,7 +123,7 @@ def svhn_fooling_figure(results: Results, out: Path) -> list[str]:
         with torch.no_grad():
             logits = model(imgs)
         pred, margin = logits.argmax(1), attacks.softmax_margin(logits)
-        fig, axes = plt.subplots(1, ds.num_classes, figsize=(1.4 * ds.num_classes, 1.9))
+        fig, axes = subplots(1, ds.num_classes, figsize=(1.4 * ds.num_classes, 1.9))
         for k, ax in enumerate(axes):
             ax.imshow(imgs[k, 0].numpy(), cmap="gray", vmin=0, vmax=1)
             ax.set_title(f"{int(pred[k])} ({float(margin[k]):.2f})", fontsize=8), ax.set_axis_off()
@@ -172,7 +172,7 @@ def grid_figure(results: Results, out: Path) -> list[str]:
         grid, margins, steps = attacks.target_grid(model, x, ds.num_classes, spec["step_size"], spec["margin"],
                                                    spec["max_steps"], ds.clip)
         k = ds.num_classes
-        fig, axes = plt.subplots(k, k, figsize=(1.1 * k, 1.2 * k))
+        fig, axes = subplots(k, k, figsize=(1.1 * k, 1.2 * k))
         for i in range(k):
             for j in range(k):
                 ax = axes[i][j]
