@@ -93,6 +93,31 @@ def test_perturbations_stay_in_the_ball_and_the_range(trained, blobs, norm):
         assert float(adv.min()) >= 0 and float(adv.max()) <= 1
 
 
+@pytest.mark.parametrize("random_start", [False, True])
+def test_linf_pgd_is_the_textbook_projection(trained, blobs, random_start):
+    """pgd clamps x_adv into one box (the eps-ball and the valid range together); the textbook
+    step projects delta onto the ball, then clips x + delta. The same points, also for inputs
+    outside the valid range by more than eps (standardized CIFAR-10's brightest pixels)."""
+    x, y = blobs.x_test[:100].clone(), blobs.y_test[:100]
+    x[:5, :3] = 1.3  # above the range by more than eps
+    x[5:10, :3] = -0.4  # below it
+    eps, step, steps, clip = 0.1, 0.03, 10, (0.0, 1.0)
+    ours = attacks.pgd(trained, x, y, eps, steps, step, "linf", random_start, clip,
+                       generator=torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    delta = torch.zeros_like(x)
+    if random_start:  # pgd draws a normal sample first (the l2 start's direction), then the uniform one
+        torch.randn(x.shape, generator=g)
+        delta = ((x + eps * (2 * torch.rand(x.shape, generator=g) - 1)).clamp(*clip) - x)
+    for _ in range(steps):
+        xa = (x + delta).requires_grad_(True)
+        (grad,) = torch.autograd.grad(nn.functional.cross_entropy(trained(xa), y, reduction="sum"), xa)
+        delta = (delta + step * grad.sign()).clamp(-eps, eps)
+        delta = (x + delta).clamp(*clip) - x
+    assert torch.allclose(ours, x + delta, atol=1e-6)
+    assert float(ours.min()) >= 0 and float(ours.max()) <= 1
+
+
 def test_random_start_is_seeded(trained, blobs):
     x, y = blobs.x_test[:50], blobs.y_test[:50]
     run = lambda s: attacks.pgd(trained, x, y, 0.1, 3, 0.02, random_start=True, clip=(0, 1),  # noqa: E731

@@ -3,7 +3,9 @@ and evaluated by today's code, must give bit-identical metrics (CPU, same seed) 
 stored in tests/data/regression_before.json by the code before the change (commit d05b0c5).
 
 The stored configs use the old option names; NEW says how each is written now. Both sides run
-with one intra-op thread: reductions split over threads round differently."""
+with one intra-op thread: reductions split over threads round differently. A case whose stored
+values were recorded again after a deliberate change of arithmetic says so, and why, in its
+"rerecorded" field."""
 import json
 import math
 from pathlib import Path
