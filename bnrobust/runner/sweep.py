@@ -206,15 +206,20 @@ def _compute(todo: list[Run], root: Path | None, dev: Any, force: bool, started_
 
     def claimed(candidates: list[Run], busy: list[tuple[Run, claims.Holder]]):
         for unit in units(candidates, stack, root):
-            mine = []
+            mine, blocked = [], None
             for run in unit:
                 if _fresh(run, force, started_ns):
                     bar.update()
                     continue
+                if blocked is not None:  # a concurrent sweep has started on this unit: leave it the rest,
+                    busy.append((run, blocked))  # which it is claiming now (and look again next round),
+                    continue  # rather than split the stack into runs computed one by one
                 claim = claims.acquire(run.dir)
                 if isinstance(claim, claims.Holder):
                     if claim.local:
                         busy.append((run, claim))
+                        if not mine:
+                            blocked = claim
                     else:
                         remote[run.dir.name] = claim
                     continue
