@@ -389,7 +389,10 @@ class StackedLinearClassifier(nn.Module):
         w, b = self.linear.weight, self.linear.bias
         if self.training and self.upscaled is not None:
             c, hh, ww, k = self.upscaled
-            w = w.view(w.shape[0], w.shape[1], c, hh, k, ww, k).sum((4, 6)).flatten(2)
+            # the k x k block sums by a sum-pooling kernel: forward and backward 1.5-3x faster than
+            # .sum((4, 6)) over the strided block dimensions (112 x 112 inputs, 10 models)
+            s_, o_ = w.shape[:2]
+            w = F.avg_pool2d(w.reshape(s_ * o_ * c, 1, hh * k, ww * k), k, divisor_override=1).reshape(s_, o_, -1)
         if len(self.norms) and not self.training and all(bn.track for bn in self.norms):
             w, b = self._eval_fold()
         elif len(self.norms):
