@@ -132,6 +132,16 @@ def test_real_mnist(mnist_root):
     assert np.bincount(ytr).tolist()[3] == 6131 and np.bincount(yte).tolist()[7] == 1028
 
 
+def test_loading_mnist_warns_nothing(mnist_root):
+    """The datasets share the cached (read-only) arrays without torch's non-writable warning."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        full = mnist_data.mnist(mnist_root, seed=0, size=56)
+        mnist_data.mnist_binary(mnist_root, seed=0)
+    assert full.x_train.shape == (60000, 1, 28, 28)
+
+
 def test_mnist_binary_subset_is_uniform_and_seeded(mnist_root):
     a = mnist_data.mnist_binary(mnist_root, seed=0)
     b = mnist_data.mnist_binary(mnist_root, seed=0)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import warnings
 from pathlib import Path
 from typing import Annotated, Literal, Optional
 
@@ -87,6 +88,16 @@ def load_mnist_arrays(root: Path, download: bool | None = None):
             read_idx(p["t10k-images-idx3-ubyte.gz"]), read_idx(p["t10k-labels-idx1-ubyte.gz"]))
 
 
+def _shared_tensor(a: np.ndarray) -> torch.Tensor:
+    """A tensor over `a`'s memory, also where `a` is the read-only cached array of
+    load_mnist_arrays (every dataset of a sweep shares the one copy in memory). Nothing writes
+    stored images (decoding makes new tensors), so torch's warning about non-writable arrays,
+    which every user would see, does not apply."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+
 @DATASETS.register("mnist")
 def mnist(root: Path, seed: int, preprocess: Preprocess = "unit", n_train: Optional[PosInt] = None,
           n_test: Optional[PosInt] = None, size: Annotated[int, Field(ge=28, multiple_of=28)] = 28) -> Dataset:
@@ -102,7 +113,7 @@ def mnist(root: Path, seed: int, preprocess: Preprocess = "unit", n_train: Optio
     idx = _subset(n_test, len(xte), rng, "n_test")
     if idx is not None:
         xte, yte = xte[idx], yte[idx]
-    x_train, x_test = (torch.from_numpy(np.ascontiguousarray(a)).unsqueeze(1) for a in (xtr, xte))
+    x_train, x_test = (_shared_tensor(a).unsqueeze(1) for a in (xtr, xte))
     decode, clip = DecodeImages.fit(preprocess, x_train)
     return Dataset("mnist" if size == 28 else f"mnist{size}", x_train, torch.from_numpy(ytr.astype(np.int64)),
                    x_test, torch.from_numpy(yte.astype(np.int64)), 10, clip,
@@ -129,7 +140,7 @@ def mnist_binary(root: Path, seed: int, classes: Annotated[list[Digit], Field(mi
         parts.append(idx)
     tr = np.concatenate(parts)
     te = np.flatnonzero((yte == a) | (yte == b))
-    to_x = lambda arr: torch.from_numpy(np.ascontiguousarray(arr)).flatten(1)  # noqa: E731
+    to_x = lambda arr: _shared_tensor(arr).flatten(1)  # noqa: E731
     to_y = lambda arr: torch.from_numpy((arr == b).astype(np.int64))  # noqa: E731
     x_train, x_test = to_x(xtr[tr]), to_x(xte[te])
     decode, clip = DecodeImages.fit(preprocess, x_train)
