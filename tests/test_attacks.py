@@ -80,6 +80,25 @@ def test_masking_metric_on_a_linear_model(toy):
     assert out["passed"], out["problems"]
 
 
+def test_adv_damage_reuses_the_clean_and_fgsm_measurements(trained, blobs, monkeypatch):
+    """Within one evaluation, adv-damage takes the clean and FGSM losses the clean and fgsm metrics
+    measured (deterministic, so the same numbers as measured afresh) instead of attacking again."""
+    from bnrobust.eval import metrics
+    calls = []
+    real = metrics.evaluate
+    monkeypatch.setattr(metrics, "evaluate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    ctx = lambda: EvalContext(100, 0, (0, 1), torch.device("cpu"))  # noqa: E731
+    shared = ctx()
+    clean, fgsm = metrics.eval_clean(trained, blobs, shared), metrics.eval_fgsm(trained, blobs, shared, 0.1)
+    n = len(calls)
+    damage = metrics.eval_adv_damage(trained, blobs, shared, 0.1)
+    assert len(calls) == n  # nothing measured again
+    assert damage == metrics.eval_adv_damage(trained, blobs, ctx(), 0.1)  # a fresh evaluation: same numbers
+    assert len(calls) == n + 2
+    assert damage["damage"] == fgsm["loss"] - clean["loss"]
+    assert metrics.eval_fgsm(trained, blobs, shared, 0.2) != fgsm and len(calls) == n + 3  # another eps: measured
+
+
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_perturbations_stay_in_the_ball_and_the_range(trained, blobs, norm):
     x, y = blobs.x_test[:100], blobs.y_test[:100]

@@ -6,7 +6,7 @@ signature before any run starts. Bump `version` in its registration when its mea
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal, Optional, Sequence
 
@@ -33,11 +33,15 @@ Target = Literal["none", "least-likely"]
 
 @dataclass
 class EvalContext:
+    """What the metrics of one model's (or one stacked model's) evaluation share."""
     batch_size: int          # 0 = the whole test set as one batch (BN without tracked stats)
     seed: int | list[int]    # a list: one seed per model of a stacked model (see STACKED)
     clip: tuple[float, float] | None
     device: torch.device
     root: Path | None = None  # the data root, for metrics that read further files (CIFAR-10.1)
+    # deterministic measurements already taken (see _acc_loss): e.g. adv-damage's clean and FGSM
+    # losses are those of the clean and fgsm metrics at the same eps, measured once
+    memo: dict = field(default_factory=dict, repr=False)
 
 
 # The metrics below that also evaluate a stacked model (bnrobust.train.stacked: S models at once,
@@ -80,16 +84,24 @@ def _generator(ctx: EvalContext, stream: Stream):
     return torch.Generator().manual_seed(stream_seed(ctx.seed, stream))
 
 
-def _acc_loss(model, ds: Dataset, ctx: EvalContext, perturb=None, pre_perturb=None, split: str = "test") -> dict:
+def _acc_loss(model, ds: Dataset, ctx: EvalContext, perturb=None, pre_perturb=None, split: str = "test",
+              key: tuple | None = None) -> dict:
+    """Accuracy and loss on `split`, perturbed; with `key` (naming a deterministic perturbation),
+    measured once per model, dataset and key in this evaluation."""
+    memo = None if key is None else (key, split, id(model), id(ds))
+    if memo is not None and memo in ctx.memo:
+        return dict(ctx.memo[memo])
     acc, loss = evaluate(model, ds.to(ctx.device).batches(split, ctx.batch_size), perturb, ds.transform,
                          pre_perturb, models=getattr(ds, "models", 1))
+    if memo is not None:
+        ctx.memo[memo] = {"acc": acc, "loss": loss}
     return {"acc": acc, "loss": loss}
 
 
 @EVALS.register("clean")
 def eval_clean(model, ds, ctx) -> dict:
     """Accuracy and loss on the test set."""
-    return _acc_loss(model, ds, ctx)
+    return _acc_loss(model, ds, ctx, key=("clean",))
 
 
 @EVALS.register("train")
@@ -112,7 +124,8 @@ def eval_awgn(model, ds, ctx, sigma: NonNeg = 1.0, clip: bool = True, before_tra
 @EVALS.register("fgsm")
 def eval_fgsm(model, ds, ctx, eps: NonNeg = 0.1, norm: Norm = "linf", target: Target = "none") -> dict:
     """Accuracy under FGSM (one signed gradient step of size eps, clipped to the valid range)."""
-    return _acc_loss(model, ds, ctx, lambda xb, yb: attacks.fgsm(model, xb, yb, eps, norm, ctx.clip, target))
+    return _acc_loss(model, ds, ctx, lambda xb, yb: attacks.fgsm(model, xb, yb, eps, norm, ctx.clip, target),
+                     key=("fgsm", eps, norm, target))
 
 
 @EVALS.register("pgd")
@@ -130,8 +143,8 @@ def eval_adv_damage(model, ds, ctx, eps: NonNeg = 0.1) -> dict:
     """Adversarial damage: mean cross-entropy after an FGSM attack minus before it, and its
     growth predicted by Simon-Gabriel et al. (2019, Thm. 4), sqrt(d / d0), for inputs upscaled
     from d0 (the stored images) to d dimensions."""
-    clean = _acc_loss(model, ds, ctx)["loss"]
-    adv = _acc_loss(model, ds, ctx, lambda xb, yb: attacks.fgsm(model, xb, yb, eps, "linf", ctx.clip))["loss"]
+    clean = eval_clean(model, ds, ctx)["loss"]
+    adv = eval_fgsm(model, ds, ctx, eps)["loss"]
     d, d0 = math.prod(ds.input_shape), math.prod(ds.take("test", slice(0, 1)).shape[1:])
     return {"damage": adv - clean, "pred": math.sqrt(d / d0)}
 

@@ -78,6 +78,7 @@ def _measure_stacked(models: list[torch.nn.Module], dss: list[Dataset], seeds: l
         else:
             chunks += [([k], None, None, None) for k in idx]
     out: list[dict] = [{} for _ in models]
+    alone = {k: EvalContext(bs, seeds[k], dss[k].clip, device, root) for idx, *_ in chunks for k in idx}
     for key, spec in ev.get("metrics", {}).items():
         where = f"eval.metrics.{key}"
         spec = EVALS.resolve(spec, where)
@@ -88,8 +89,7 @@ def _measure_stacked(models: list[torch.nn.Module], dss: list[Dataset], seeds: l
                     out[k][key] = per_model(result, j)
             else:
                 for k in idx:
-                    out[k][key] = EVALS.build(spec, where, model=models[k], ds=dss[k],
-                                              ctx=EvalContext(bs, seeds[k], dss[k].clip, device, root))
+                    out[k][key] = EVALS.build(spec, where, model=models[k], ds=dss[k], ctx=alone[k])
     return out
 
 
