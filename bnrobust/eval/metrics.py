@@ -90,11 +90,11 @@ def _acc_loss(model, ds: Dataset, ctx: EvalContext, perturb=None, pre_perturb=No
     measured once per model, dataset and key in this evaluation."""
     memo = None if key is None else (key, split, id(model), id(ds))
     if memo is not None and memo in ctx.memo:
-        return dict(ctx.memo[memo])
+        return dict(ctx.memo[memo][2])
     acc, loss = evaluate(model, ds.to(ctx.device).batches(split, ctx.batch_size), perturb, ds.transform,
                          pre_perturb, models=getattr(ds, "models", 1))
-    if memo is not None:
-        ctx.memo[memo] = {"acc": acc, "loss": loss}
+    if memo is not None:  # holding model and ds, so that their ids are not reused while the memo lives
+        ctx.memo[memo] = (model, ds, {"acc": acc, "loss": loss})
     return {"acc": acc, "loss": loss}
 
 
