@@ -59,7 +59,7 @@ def show_grid(images: np.ndarray, suite: str, out_path: Path, seed: int = 0) -> 
         imgs = images[:4]
         cols = [("clean", imgs)] + [(nm, corrupt(imgs, nm, 1, seed, suite)) for nm in names]
         fig, axes = subplots(len(imgs), len(cols), figsize=(1.0 * len(cols), 1.1 * len(imgs)),
-                                 squeeze=False)
+                             squeeze=False)
         for j, (title, batch) in enumerate(cols):
             for i in range(len(imgs)):
                 ax = axes[i, j]

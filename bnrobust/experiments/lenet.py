@@ -183,7 +183,7 @@ def fooling_figure(results: Results, out: Path) -> list[str]:
         record, targets = fooling_trajectory(model, 1, ds.num_classes, ds.input_shape, max(steps), steps,
                                              spec.get("step_size", 0.2), spec.get("init_std", 0.1), clip, g)
         fig, axes = subplots(len(steps), ds.num_classes, figsize=(1.3 * ds.num_classes, 1.5 * len(steps)),
-                                 squeeze=False)
+                             squeeze=False)
         for i, s in enumerate(steps):
             imgs = record[s]
             with torch.no_grad():

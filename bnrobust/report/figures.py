@@ -1,6 +1,7 @@
 """Matplotlib helpers shared by the experiments' figures (headless, atomic writes)."""
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -13,6 +14,7 @@ from ..runner.files import file_mode
 __all__ = ["focus_limits", "mark_outliers", "save_figure", "subplots", "weight_image"]
 
 
+@functools.cache
 def _pyplot():
     """matplotlib.pyplot, headless; imported on the first figure, not with the experiments (it
     takes ~0.3 s, a sizeable share of a small experiment's run)."""

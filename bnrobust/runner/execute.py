@@ -78,6 +78,8 @@ def _measure_stacked(models: list[torch.nn.Module], dss: list[Dataset], seeds: l
         else:
             chunks += [([k], None, None, None) for k in idx]
     out: list[dict] = [{} for _ in models]
+    # one context per model for all its metrics evaluated model by model (also in a stacked chunk: the
+    # metrics outside STACKED)
     alone = {k: EvalContext(bs, seeds[k], dss[k].clip, device, root) for idx, *_ in chunks for k in idx}
     for key, spec in ev.get("metrics", {}).items():
         where = f"eval.metrics.{key}"
