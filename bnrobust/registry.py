@@ -6,6 +6,8 @@ A registered builder's signature *is* its config schema: each parameter's annota
 strict mode before any work starts, defaults are filled in, and a parameter annotated with
 another registry (`Annotated[Spec, NORMS]`) holds a nested spec resolved the same way. So a
 resolved spec names every value the builder will see, and its hash changes with any default.
+An option added to a builder after runs were stored is annotated `Annotated[..., ADDED]`: it is
+left out of the resolved spec while it has its default, so the stored runs keep their hashes.
 """
 from __future__ import annotations
 
@@ -22,6 +24,14 @@ from .errors import BnrobustError
 
 Spec = Union[str, dict, None]  # a name, or {"name": ..., **options}; None for "nothing" where allowed
 
+class _Added:
+    """Marks an option added after runs were stored (see the module docstring)."""
+
+    def __repr__(self) -> str:
+        return "ADDED"
+
+
+ADDED = _Added()
 _STRICT = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False, arbitrary_types_allowed=True)
 
 
@@ -48,6 +58,7 @@ class Registry:
         self._fns: dict[str, Callable] = {}
         self._versions: dict[str, int] = {}
         self._schemas: dict[str, tuple[type, dict[str, Registry]]] = {}
+        self._added: dict[str, dict[str, Any]] = {}  # name -> {ADDED option: its default}
 
     def register(self, name: str, version: int = 1) -> Callable[[Callable], Callable]:
         """Decorator. Bump `version` whenever the builder's *meaning* changes (a fixed bug, a
@@ -102,7 +113,7 @@ class Registry:
             fn = self.get(name)
             hints = typing.get_type_hints(fn if dataclasses.is_dataclass(fn) or not inspect.isclass(fn)
                                           else fn.__init__, include_extras=True)
-            fields, nested = {}, {}
+            fields, nested, added = {}, {}, {}
             for p in inspect.signature(fn).parameters.values():
                 if p.name in self.context or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
                     continue
@@ -118,6 +129,9 @@ class Registry:
                     elif f.default is not dataclasses.MISSING:
                         default = f.default
                 fields[p.name] = (ann, ... if default is inspect.Parameter.empty else default)
+                if any(m is ADDED for m in getattr(ann, "__metadata__", ())):
+                    added[p.name] = default
+            self._added[name] = added
             self._schemas[name] = (create_model(f"{self.kind}_{name}", __config__=_STRICT, **fields), nested)
         return self._schemas[name]
 
@@ -155,6 +169,9 @@ class Registry:
         for key, reg in nested.items():
             if values[key] is not None or reg.default is not None:
                 values[key] = reg.resolve(values[key], f"{where}.{key}")
+        for key, default in self._added[name].items():
+            if values[key] == default:
+                del values[key]
         return {"name": name, **values}
 
     def versions(self, resolved: dict) -> dict[str, int]:

@@ -99,6 +99,16 @@ def test_adv_damage_reuses_the_clean_and_fgsm_measurements(trained, blobs, monke
     assert metrics.eval_fgsm(trained, blobs, shared, 0.2) != fgsm and len(calls) == n + 3  # another eps: measured
 
 
+def test_pgd_on_the_first_n_test_points(trained, blobs):
+    """pgd's n attacks the head of the test set only: the same numbers as attacking ds.head(n)."""
+    from bnrobust.eval import metrics
+    ctx = lambda: EvalContext(100, 0, (0, 1), torch.device("cpu"))  # noqa: E731
+    head = metrics.eval_pgd(trained, blobs.head(60), ctx(), 0.3, steps=5)
+    assert metrics.eval_pgd(trained, blobs, ctx(), 0.3, steps=5, n=60) == head
+    assert metrics.eval_pgd(trained, blobs, ctx(), 0.3, steps=5) != head  # all of them: other numbers
+    assert len(blobs.y_test) > 60
+
+
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_perturbations_stay_in_the_ball_and_the_range(trained, blobs, norm):
     x, y = blobs.x_test[:100], blobs.y_test[:100]

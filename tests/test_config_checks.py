@@ -105,6 +105,27 @@ def test_builder_default_change_gives_a_new_spec():
     assert first == {"name": "a", "x": 1} and reg.resolve("a") == {"name": "a", "x": 2}
 
 
+def test_an_added_option_keeps_stored_runs_identity():
+    """An option annotated ADDED is left out of the resolved spec at its default (stored runs keep
+    their hashes), and is checked and kept when given."""
+    from typing import Annotated, Optional
+    from bnrobust.registry import ADDED
+    reg = Registry("thing")
+
+    @reg.register("a")
+    def a(x: int = 1, k: Annotated[Optional[int], ADDED] = None):
+        return x, k
+    assert reg.resolve("a") == {"name": "a", "x": 1}
+    assert reg.resolve({"name": "a", "k": 3}) == {"name": "a", "x": 1, "k": 3}
+    assert reg.build({"name": "a", "k": 3}) == (1, 3) and reg.build("a") == (1, None)
+    with pytest.raises(BnrobustError, match="k"):
+        reg.resolve({"name": "a", "k": "three"})
+    # pgd's n came this way: a pgd spec without it resolves as before it existed
+    assert EVALS.resolve({"name": "pgd", "eps": 0.03}) == {
+        "name": "pgd", "eps": 0.03, "steps": 20, "step_size": None, "norm": "linf", "random_start": False,
+        "target": "none"}
+
+
 def test_changed_metric_version_reruns_and_unchanged_is_reused(tmp_path, capsys, monkeypatch):
     out = str(tmp_path / "out")
     argv = ["run", "toy-tilting", "--seeds", "1", "--set", "train.epochs=2", "--out", out, "--no-report"]

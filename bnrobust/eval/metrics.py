@@ -17,7 +17,7 @@ from pydantic import Field
 from .. import attacks
 from ..data import Dataset
 from ..errors import BnrobustError
-from ..registry import Registry
+from ..registry import ADDED, Registry
 from ..seeding import Stream, stream_seed
 from .masking import masking_problems
 from .measure import evaluate, nearest_centroid_direction, tilt_angle
@@ -130,10 +130,15 @@ def eval_fgsm(model, ds, ctx, eps: NonNeg = 0.1, norm: Norm = "linf", target: Ta
 
 @EVALS.register("pgd")
 def eval_pgd(model, ds, ctx, eps: NonNeg, steps: PosInt = 20, step_size: Optional[Positive] = None,
-             norm: Norm = "linf", random_start: bool = False, target: Target = "none") -> dict:
-    """Accuracy under PGD/BIM (step eps/10 unless given; random start optional)."""
+             norm: Norm = "linf", random_start: bool = False, target: Target = "none",
+             n: Annotated[Optional[PosInt], ADDED] = None) -> dict:
+    """Accuracy under PGD/BIM (step eps/10 unless given; random start optional), on the first n
+    test points (None: all; with eval.batch_size 0, BN on batch statistics, always all), so that
+    a run's cheap metrics can use more test points than its attacks."""
     step = eps / 10 if step_size is None else step_size
     g = _generator(ctx, Stream.PGD)
+    if n is not None and ctx.batch_size != 0:  # with batch statistics: the same batch as the other metrics
+        ds = ds.head(n)
     return _acc_loss(model, ds, ctx, lambda xb, yb: attacks.pgd(
         model, xb, yb, eps, steps, step, norm, random_start, ctx.clip, target, g))
 
