@@ -100,11 +100,14 @@ def test_adv_damage_reuses_the_clean_and_fgsm_measurements(trained, blobs, monke
 
 
 def test_pgd_on_the_first_n_test_points(trained, blobs):
-    """pgd's n attacks the head of the test set only: the same numbers as attacking ds.head(n)."""
+    """pgd's n attacks the head of the test set only: the same numbers as attacking ds.head(n),
+    plus the clean accuracy of those points (what a share of clean accuracy kept divides by)."""
     from bnrobust.eval import metrics
     ctx = lambda: EvalContext(100, 0, (0, 1), torch.device("cpu"))  # noqa: E731
     head = metrics.eval_pgd(trained, blobs.head(60), ctx(), 0.3, steps=5)
-    assert metrics.eval_pgd(trained, blobs, ctx(), 0.3, steps=5, n=60) == head
+    clean_head = metrics.eval_clean(trained, blobs.head(60), ctx())["acc"]
+    assert clean_head != metrics.eval_clean(trained, blobs, ctx())["acc"]  # the subset's own clean accuracy
+    assert metrics.eval_pgd(trained, blobs, ctx(), 0.3, steps=5, n=60) == {**head, "clean_acc": clean_head}
     assert metrics.eval_pgd(trained, blobs, ctx(), 0.3, steps=5) != head  # all of them: other numbers
     assert len(blobs.y_test) > 60
 

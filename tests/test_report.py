@@ -200,6 +200,18 @@ def test_missing_metric_path_raises_one_line_but_none_value_is_missing(tmp_path)
     assert "\n" not in str(e.value)
 
 
+def test_share_column_divides_by_the_first_denominator_a_run_has(tmp_path):
+    """A share-of-clean column divides by the clean accuracy of the points the attack used where the
+    run reports one, else by the clean metric (runs stored before attacks reported theirs)."""
+    share = Column("θ / clean", "theta.deg", id="share", per=("theta.clean_acc", "clean.acc"))
+    exp = _exp(columns=[*COLUMNS, share], reference={})
+    r = _results(tmp_path, exp, {"GD": [{"clean": {"acc": 50.0}, "theta": {"deg": 20.0, "clean_acc": 40.0}},
+                                        {"clean": {"acc": 50.0}, "theta": {"deg": 20.0}}]})
+    assert r.cell("GD", share)[:2] == pytest.approx((45.0, 5.0))  # 20 / 40 and 20 / 50
+    _one_line_error("column 'share' reads metric 'noise.acc'", columns=[
+        *COLUMNS, Column("θ / noise", "theta.deg", id="share", per=("theta.clean_acc", "noise.acc"))])
+
+
 # -- the report's comparison with the paper ---------------------------------------------------
 
 def _flag_lines(tmp_path: Path, exp: Experiment, values: dict[str, list[dict]]) -> list[str]:

@@ -134,13 +134,16 @@ def eval_pgd(model, ds, ctx, eps: NonNeg, steps: PosInt = 20, step_size: Optiona
              n: Annotated[Optional[PosInt], ADDED] = None) -> dict:
     """Accuracy under PGD/BIM (step eps/10 unless given; random start optional), on the first n
     test points (None: all; with eval.batch_size 0, BN on batch statistics, always all), so that
-    a run's cheap metrics can use more test points than its attacks."""
+    a run's cheap metrics can use more test points than its attacks. With n, also "clean_acc": the
+    clean accuracy of those n points, what a share of clean accuracy kept must divide by."""
     step = eps / 10 if step_size is None else step_size
     g = _generator(ctx, Stream.PGD)
-    if n is not None and ctx.batch_size != 0:  # with batch statistics: the same batch as the other metrics
-        ds = ds.head(n)
-    return _acc_loss(model, ds, ctx, lambda xb, yb: attacks.pgd(
+    sub = ds.head(n) if n is not None and ctx.batch_size != 0 else ds  # batch statistics: the whole batch
+    out = _acc_loss(model, sub, ctx, lambda xb, yb: attacks.pgd(
         model, xb, yb, eps, steps, step, norm, random_start, ctx.clip, target, g))
+    if n is not None:
+        out["clean_acc"] = _acc_loss(model, sub, ctx)["acc"]
+    return out
 
 
 @EVALS.register("adv-damage")

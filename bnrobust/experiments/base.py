@@ -40,7 +40,9 @@ class Column:
     digits: int = 2
     relative: bool = False  # shown as a ratio to the variant's baseline (Experiment.ratio_to), if it has one
     id: str = ""
-    per: str | None = None  # show 100 * metric / this metric, per run (e.g. the share of clean accuracy kept)
+    # show 100 * metric / this metric, per run (e.g. the share of clean accuracy kept); a tuple: the
+    # first of these metrics the run has (e.g. the clean accuracy of the points an attack used)
+    per: str | tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -140,7 +142,8 @@ class Experiment:
         for scale in (s for s in SCALES if s in self.seeds):
             for name in self.variant_names(scale):
                 metrics = (self.variant_config(name, scale).get("eval") or {}).get("metrics") or {}
-                for c, path in ((c, p) for c in self.columns for p in (c.metric, c.per) if p):
+                for c, path in ((c, p) for c in self.columns
+                                for p in (c.metric, *((c.per,) if isinstance(c.per, str) else c.per or ()))):
                     key = path.split(".")[0]
                     if key not in metrics:
                         raise BnrobustError(
@@ -321,6 +324,8 @@ class Results:
             return self.ratio(variant, baseline, column.metric)
         if column.per:
             runs = self.ok_runs(variant)
-            pairs = [(r.metric(column.metric), r.metric(column.per)) for r in runs]
+            pers = (column.per,) if isinstance(column.per, str) else column.per
+            pairs = [(r.metric(column.metric), next((v for v in map(r.metric, pers) if v is not None), None))
+                     for r in runs]
             return mean_sem([100.0 * a / b for a, b in pairs if a is not None and b])
         return self.stat(variant, column.metric)

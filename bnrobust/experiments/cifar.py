@@ -73,9 +73,10 @@ def _metrics(*keys: str) -> dict:
 
 def _fraction_columns(*keys: tuple[str, str]) -> list[Column]:
     """'Share of clean accuracy kept' columns: at quick scale the unnormalized net lags in clean
-    accuracy, so raw robust accuracies mislead; the shares compare like with like."""
-    return [Column(f"{label} / clean (%)", f"{key}.acc", 1, id=f"{key}_kept", per="clean.acc")
-            for key, label in keys]
+    accuracy, so raw robust accuracies mislead; the shares compare like with like. Each divides by
+    the clean accuracy of the same test points (an attack on a subset reports its own)."""
+    return [Column(f"{label} / clean (%)", f"{key}.acc", 1, id=f"{key}_kept",
+                   per=(f"{key}.clean_acc", "clean.acc")) for key, label in keys]
 
 
 def _kept(r: Results, variant: str, key: str) -> float:
