@@ -25,11 +25,15 @@ QUICK_DEPTHS = (20, 32)
 # -> 10%, loss stuck at 2.30), and best-val selection would otherwise report its epoch-6 weights as a result.
 RESNET_TRAIN = {"lr": 0.1, "epochs": 200, "batch_size": 128, "momentum": 0.9, "weight_decay": 1e-4,
                 "schedule": "step", "milestones": [100, 150], "select": "best-val", "fail_below": 15.0}
-# Quick scale on a 2-core CPU (ResNet20/32/56 train at ~250/145/87 images/s per core): ResNet20 and 32,
-# 5,000 training images, 500 for validation, the first 300 test images, 12 epochs. (6 epochs on 4,000
-# images, tried first, left both ResNet20s at 27-35% training accuracy: too early to compare robustness.)
-QUICK_RESNET = {"data.n_train": 5000, "data.n_val": 500, "data.n_test": 300, "train.epochs": 12,
-                "train.milestones": [10]}
+# Quick scale on a 2-core CPU: ResNet20 and 32, 5,000 training images, 500 for validation, 20 epochs with
+# the paper's schedule shape (lr / 10 at half and three quarters of training, as at epochs 100 and 150 of
+# 200). Clean and noise accuracy on all 10,000 test images (on the first 300 alone, one model's clean
+# accuracy read 52.3% where all 10,000 give 44.7%), PGD on the first 300. Measured on seed 0 (all 10,000
+# test images): 12 epochs with one lr drop after epoch 10 left Fixup 4.4 (ResNet20) and 5.9 (ResNet32)
+# points below BN, and under noise no different; 24 epochs in the paper's shape left it 3.5 and 6.6
+# points below, keeping 98.4% / 98.8% of its clean accuracy under noise against BN's 93.6% / 95.9%.
+QUICK_RESNET = {"data.n_train": 5000, "data.n_val": 500, "train.epochs": 20, "train.milestones": [10, 15],
+                "eval.metrics.pgd_linf.n": 300, "eval.metrics.pgd_l2.n": 300}
 RESNET_NOTE = ("ResNets for CIFAR (He et al., 2016): 3 stages of (depth - 2) / 6 basic blocks, 16-32-64 channels. "
                "'BN': BN after every convolution. 'Fixup': no normalization layer at all; the last convolution of "
                "each residual branch and the classifier start at zero, the other convolutions are He-initialized "
@@ -100,9 +104,11 @@ register(Experiment(
     reference_note="The paper gives Fig. 4 as a plot only; its text (appendix C): Fixup is about 0.5% higher in "
                    "clean accuracy at every depth, about 15% higher under noise and about 30% higher under PGD.",
     notes=[STD_NOTE, RESNET_NOTE, TRAIN_NOTE,
-           "quick scale: ResNet 20 and 32, 5,000 training images, 500 for validation, the first 300 test images, "
-           "12 epochs with the learning rate divided by 10 after epoch 10, one seed. (6 epochs on 4,000 images, "
-           "tried first, left both ResNet20s at 27-35% training accuracy, too early to compare robustness.)"],
+           "quick scale: ResNet 20 and 32, 5,000 training images, 500 for validation, 20 epochs with the learning "
+           "rate divided by 10 after epochs 10 and 15 (the paper's schedule, shortened), one seed; clean and noise "
+           "accuracy on all 10,000 test images, PGD on the first 300. These nets are far from fitting their "
+           "training set (~55-60% training accuracy), and Fixup learns more slowly than BN early on: it trails in "
+           "clean accuracy here, by more at ResNet32 than at ResNet20 (see the validation curves)."],
     checks=fixup_checks, figures=[fixup_depth_figure, val_curves_figure],
 ))
 
