@@ -24,6 +24,7 @@ from .errors import BnrobustError
 
 Spec = Union[str, dict, None]  # a name, or {"name": ..., **options}; None for "nothing" where allowed
 
+
 class _Added:
     """Marks an option added after runs were stored (see the module docstring)."""
 
