@@ -45,7 +45,10 @@ TRAIN_NOTE = ("'Standard hyperparameters' are read as the Fixup authors' CIFAR r
               "1e-4, Fixup's scalar parameters at lr/10, random crops and flips, without its default mixup (the paper "
               "mentions none); the weights of the epoch with the best accuracy on 5,000 held-out training images are "
               "evaluated. A run whose last-epoch training accuracy is below 15% (chance: 10%) is recorded as failed "
-              "to train and left out of the means.")
+              "to train and left out of the means. Another reading: the checkpoints the authors' fork "
+              "(AngusG/bn-advex-zhang-fixup) names in its README come from sessions called 'benchmark_...', as in "
+              "the Fixup README's 'benchmark' example, which trains without mixup and with weight decay 5e-4; "
+              "`--set train.weight_decay=5e-4` runs that reading.")
 
 
 def _resnet_name(depth: int, norm: str) -> str:
