@@ -280,3 +280,15 @@ def test_fig3a_x_range_excludes_the_lambda_9_outlier():
 def test_focus_limits_keeps_everything_when_all_points_are_below_the_floor():
     (lo, hi), off = focus_limits([50.1, 50.3, float("nan")], floor=60)
     assert off == [] and lo < 50.1 and hi > 50.3
+
+
+def test_legend_only_where_a_panel_has_labelled_artists(recwarn):
+    """A figure panel whose runs all failed to train has nothing to label: no legend, no warning."""
+    from bnrobust.report import figures
+    from bnrobust.report.figures import legend, subplots
+    fig, (empty, full) = subplots(1, 2)
+    full.plot([0, 1], [0, 1], label="BN")
+    legend(empty), legend(full)
+    assert empty.get_legend() is None and full.get_legend() is not None
+    assert not [w for w in recwarn if "legend" in str(w.message)]
+    figures._pyplot().close(fig)

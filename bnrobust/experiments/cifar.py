@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..report.figures import subplots, save_figure
+from ..report.figures import legend, subplots, save_figure
 from . import register
 from .base import Column, Discrepancy, Experiment, PerScale, Results
 
@@ -94,7 +94,7 @@ def val_curves_figure(results: Results, out: Path) -> list[str]:
             continue
         n = min(len(c) for c in curves)
         ax.plot(range(1, n + 1), np.mean([c[:n] for c in curves], 0), marker=".", label=variant)
-    ax.set_xlabel("epoch"), ax.set_ylabel("validation accuracy (%)"), ax.grid(alpha=0.3), ax.legend(fontsize=7)
+    ax.set_xlabel("epoch"), ax.set_ylabel("validation accuracy (%)"), ax.grid(alpha=0.3), legend(ax, fontsize=7)
     ax.set_title("Validation accuracy while training (the best epoch's weights are evaluated)")
     return [save_figure(fig, out / "val_curves.png")]
 
@@ -256,7 +256,7 @@ def eps_sweep_cifar_figure(results: Results, out: Path) -> list[str]:
     if results.ok_runs("no BN"):
         ax.plot(results.mean("no BN", "clean.acc"), results.mean("no BN", "noise.acc"), "k*", ms=12, label="no BN")
     ax.set_xlabel("clean test accuracy (%)"), ax.set_ylabel("noise (variance 1/16) accuracy (%)")
-    ax.grid(alpha=0.3), ax.legend()
+    ax.grid(alpha=0.3), legend(ax)
     ax.set_title("Fig. 3b: BN's c on the input layer of VGG8 (CIFAR-10)")
     return [save_figure(fig, out / "fig3b_eps_sweep_cifar.png")]
 
@@ -333,7 +333,7 @@ def curves_figure(results: Results, out: Path) -> list[str]:
                 ys = np.mean([[c[key]["acc"] for c in run[:len(epochs)]] for run in curves], 0)
                 ax.plot(epochs, ys, style, color=colour, marker=".", label=f"{'BN' if bn else 'Un'} {key}")
         ax.set_title(sched), ax.set_xlabel("epoch"), ax.set_ylabel("test accuracy (%)"), ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, ncol=2)
+        legend(ax, fontsize=6, ncol=2)
     fig.suptitle("Figs. 16-17: VGG8 on CIFAR-10, accuracy while training (solid: no BN, dashed: BN)")
     return [save_figure(fig, out / "fig16_17_curves.png")]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..corruptions import CIFAR10_C_CATEGORIES, corruption_names
-from ..report.figures import subplots, save_figure
+from ..report.figures import legend, subplots, save_figure
 from . import register
 from .base import Column, Experiment, PerScale, Results
 from .cifar import DATA, METRICS, QUICK_DATA, QUICK_WRN, SGD, STD_NOTE, VGG_NOTE, WRN_NOTE, wrn_variant
@@ -64,7 +64,7 @@ def gap_figure(results: Results, out: Path) -> list[str]:
         ax.bar(np.arange(len(names)) + i * width, gaps, width, label=f"{un.split()[0]}: {un} - {bn}")
     ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2, [LABELS[n] for n in names], rotation=60, ha="right",
                   fontsize=8)
-    ax.axhline(0, color="k", lw=0.8), ax.grid(alpha=0.3, axis="y"), ax.legend(fontsize=8)
+    ax.axhline(0, color="k", lw=0.8), ax.grid(alpha=0.3, axis="y"), legend(ax, fontsize=8)
     ax.set_ylabel("accuracy lost with BN (points)")
     ax.set_title("CIFAR-10-C: accuracy without BN minus with BN, per corruption (mean over severities)")
     fig.tight_layout()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..report.figures import subplots, save_figure
+from ..report.figures import legend, subplots, save_figure
 from . import register
 from .base import Column, Experiment, PerScale, Results
 from .cifar import (DATA, METRICS, STD_NOTE, WRN_NOTE, WRN_TRAIN, _fraction_columns, _kept, _metrics,
@@ -67,7 +67,7 @@ def fixup_depth_figure(results: Results, out: Path) -> list[str]:
                 ax.errorbar([d for d, _ in pts], [s[0] for _, s in pts], yerr=[np.nan_to_num(s[1]) for _, s in pts],
                             fmt=style, capsize=3, label="Fixup" if norm == "fixup" else "BN")
         ax.set_title(title), ax.set_xlabel("depth"), ax.set_ylabel("test accuracy (%)"), ax.grid(alpha=0.3)
-        ax.legend()
+        legend(ax)
     fig.suptitle("Fig. 4: ResNets on CIFAR-10 with BN or Fixup (mean ± SEM over seeds)")
     fig.tight_layout()
     return [save_figure(fig, out / "fig4_fixup_resnets.png")]
@@ -191,7 +191,7 @@ def eps_curves_figure(results: Results, out: Path) -> list[str]:
                             label=f"{label}-{'mis' if target == 'none' else 'tgt-ll'}")
             unit = "eps x 255" if norm == "linf" else "eps / sqrt(d) x 255"
             ax.set_title(f"{title}, PGD-20 {'l∞' if norm == 'linf' else 'l₂'}", fontsize=9)
-            ax.set_xlabel(unit), ax.set_ylabel("test accuracy (%)"), ax.grid(alpha=0.3), ax.legend(fontsize=7)
+            ax.set_xlabel(unit), ax.set_ylabel("test accuracy (%)"), ax.grid(alpha=0.3), legend(ax, fontsize=7)
     fig.suptitle("Fig. 5: accuracy vs eps, BN (B) vs Fixup (F), untargeted (mis) and least-likely targeted (tgt-ll)")
     fig.tight_layout()
     return [save_figure(fig, out / "fig5_eps_curves.png")]

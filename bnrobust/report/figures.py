@@ -29,6 +29,13 @@ def subplots(*args, **kwargs):
     return _pyplot().subplots(*args, **kwargs)
 
 
+def legend(ax, **kwargs) -> None:
+    """`ax.legend(**kwargs)` where the axes have labelled artists (a panel whose runs all failed to
+    train has none, and matplotlib would warn)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(**kwargs)
+
+
 def save_figure(fig, path: Path) -> str:
     """Save atomically as PNG, close the figure, and return the file name for Markdown links."""
     path.parent.mkdir(parents=True, exist_ok=True)
