@@ -17,7 +17,10 @@ LABELS = {n: n.replace("_", " ").title() for n in corruption_names("cifar10")}
 CORRUPTIONS = {"name": "corruptions", "suite": "cifar10"}
 # The models of Table 4 are those of Tables 2 and 3 (their clean accuracies are the same): VGG8 at the small
 # learning rate, VGG13 at the large one (lr 0.1 divided by 10 at epochs 150 and 250 of 350), the WRNs of Table 2.
-VGG13_TRAIN = {"train.lr": 0.1, "train.schedule": "step"}
+# As in Table 3, a VGG13 whose last-epoch training accuracy is below 15% is recorded as failed to train: at quick
+# scale the unnormalized one sits at the edge (30% training accuracy after 6 epochs in NCHW, 10% in NHWC, whose
+# convolutions only round differently).
+VGG13_TRAIN = {"train.lr": 0.1, "train.schedule": "step", "train.fail_below": 15.0}
 
 
 def _vgg13(bn: bool) -> PerScale:
@@ -118,7 +121,8 @@ register(Experiment(
            "The models are those of Tables 2 and 3, whose clean accuracies Table 4 repeats: VGG8 at lr 0.01 for 150 "
            "epochs, VGG13 at lr 0.1 divided by 10 at epochs 150 and 250 of 350, the WRN-28-10 with the standard WRN "
            "recipe stopped at 150 epochs; its Fixup variant keeps one BN before the classifier. The paper trained "
-           "the VGGs over three seeds and the WRNs over five; we use five for all.",
+           "the VGGs over three seeds and the WRNs over five; we use five for all. As in Table 3, a VGG13 whose "
+           "last-epoch training accuracy is below 15% (chance: 10%) is recorded as failed to train.",
            "mCE is the paper's: the mean error (100 - accuracy) over all 19 corruptions and 5 severities, not "
            "Hendrycks & Dietterich's AlexNet-normalized CE. The corrupted images are made by bnrobust from the "
            "CIFAR-10 test images with each run's seed (CIFAR-10-C's published recipe), or read from the released "
