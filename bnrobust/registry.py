@@ -58,8 +58,8 @@ class Registry:
         self.kind, self.context, self.default = kind, set(context), default
         self._fns: dict[str, Callable] = {}
         self._versions: dict[str, int] = {}
-        self._schemas: dict[str, tuple[type, dict[str, Registry]]] = {}
-        self._added: dict[str, dict[str, Any]] = {}  # name -> {ADDED option: its default}
+        # name -> (pydantic model, {option: nested registry}, {ADDED option: its default})
+        self._schemas: dict[str, tuple[type, dict[str, Registry], dict[str, Any]]] = {}
 
     def register(self, name: str, version: int = 1) -> Callable[[Callable], Callable]:
         """Decorator. Bump `version` whenever the builder's *meaning* changes (a fixed bug, a
@@ -109,7 +109,7 @@ class Registry:
 
     # -- specs -------------------------------------------------------------
 
-    def _schema(self, name: str) -> tuple[type, dict[str, "Registry"]]:
+    def _schema(self, name: str) -> tuple[type, dict[str, "Registry"], dict[str, Any]]:
         if name not in self._schemas:
             fn = self.get(name)
             hints = typing.get_type_hints(fn if dataclasses.is_dataclass(fn) or not inspect.isclass(fn)
@@ -132,8 +132,7 @@ class Registry:
                 fields[p.name] = (ann, ... if default is inspect.Parameter.empty else default)
                 if any(m is ADDED for m in getattr(ann, "__metadata__", ())):
                     added[p.name] = default
-            self._added[name] = added
-            self._schemas[name] = (create_model(f"{self.kind}_{name}", __config__=_STRICT, **fields), nested)
+            self._schemas[name] = (create_model(f"{self.kind}_{name}", __config__=_STRICT, **fields), nested, added)
         return self._schemas[name]
 
     def resolve(self, spec: Spec, where: str | None = None) -> dict:
@@ -155,7 +154,7 @@ class Registry:
         if not isinstance(name, str) or name not in self._fns:
             raise BnrobustError(f"{where}: unknown {self.kind} {name!r}{close_matches(name, self.names())}; "
                                 f"choose from: {', '.join(self._fns)}")
-        model, nested = self._schema(name)
+        model, nested, added = self._schema(name)
         try:
             values = model(**opts).model_dump()
         except ValidationError as e:
@@ -170,7 +169,7 @@ class Registry:
         for key, reg in nested.items():
             if values[key] is not None or reg.default is not None:
                 values[key] = reg.resolve(values[key], f"{where}.{key}")
-        for key, default in self._added[name].items():
+        for key, default in added.items():
             if values[key] == default:
                 del values[key]
         return {"name": name, **values}

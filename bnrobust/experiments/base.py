@@ -47,6 +47,8 @@ class Column:
     def __post_init__(self) -> None:
         if not self.id:
             self.id = self.metric
+        if isinstance(self.per, str):
+            self.per = (self.per,)
 
 
 @dataclass(frozen=True)
@@ -142,8 +144,7 @@ class Experiment:
         for scale in (s for s in SCALES if s in self.seeds):
             for name in self.variant_names(scale):
                 metrics = (self.variant_config(name, scale).get("eval") or {}).get("metrics") or {}
-                for c, path in ((c, p) for c in self.columns
-                                for p in (c.metric, *((c.per,) if isinstance(c.per, str) else c.per or ()))):
+                for c, path in ((c, p) for c in self.columns for p in (c.metric, *(c.per or ()))):
                     key = path.split(".")[0]
                     if key not in metrics:
                         raise BnrobustError(
@@ -324,8 +325,7 @@ class Results:
             return self.ratio(variant, baseline, column.metric)
         if column.per:
             runs = self.ok_runs(variant)
-            pers = (column.per,) if isinstance(column.per, str) else column.per
-            pairs = [(r.metric(column.metric), next((v for v in map(r.metric, pers) if v is not None), None))
+            pairs = [(r.metric(column.metric), next((v for v in map(r.metric, column.per) if v is not None), None))
                      for r in runs]
             return mean_sem([100.0 * a / b for a, b in pairs if a is not None and b])
         return self.stat(variant, column.metric)

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..runner.files import file_mode
 
-__all__ = ["focus_limits", "mark_outliers", "save_figure", "subplots", "weight_image"]
+__all__ = ["focus_limits", "legend", "mark_outliers", "save_figure", "subplots", "weight_image"]
 
 
 @functools.cache
