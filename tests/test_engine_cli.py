@@ -96,6 +96,8 @@ def test_cli_list(capsys):
     (["run", "toy-tilting", "--set", "model.norm.bogus=fixed"], "model.norm.bogus: norm 'none' has no option"),
     (["run", "toy-tilting", "--set", "model.width=3"], "has no option 'width'"),
     (["run", "toy-tilting", "--shard", "3/2"], "--shard"),
+    (["run", "toy-tilting", "--variant", "bngd"], "--variant: toy-tilting has no variant 'bngd' at quick scale"),
+    (["run", "toy-tilting", "toy-tilting", "--variant", "GD"], "--variant needs exactly one experiment"),
     (["run", "toy-tilting", "--device", "tpu9"], "device"),
     (["report", "toy-tilting"], "no quick results"),
 ])

@@ -336,3 +336,17 @@ def test_run_prints_reused_and_to_run(tmp_path, capsys):
     res = load_results(get_experiment("toy-tilting"), tmp_path, "quick")
     assert len(res.runs) == 6 and sum(r.ok for r in res.runs) == 5
     assert "toy-tilting [quick]: 2 runs: 0 reused, 2 to run" in run("--force")
+
+
+def test_run_only_some_variants(tmp_path, capsys):
+    """--variant runs those rows alone; the others stay to be run, and the manifest still plans all."""
+    def run(*extra: str) -> str:
+        code, _, err = cli(capsys, "run", "toy-tilting", "--out", tmp_path, *FAST, "--no-report", *extra)
+        assert code == 0, err
+        return err
+    assert "toy-tilting [quick]: 4 runs: 0 reused, 2 to run, 2 left to other variants" in run(
+        "--seeds", "2", "--variant", "BNGD")
+    res = load_results(get_experiment("toy-tilting"), tmp_path, "quick")
+    assert len(res.runs) == 4 and sorted(r.variant for r in res.runs if r.ok) == ["BNGD", "BNGD"]
+    assert "toy-tilting [quick]: 4 runs: 2 reused, 2 to run" in run("--seeds", "2", "--variant", "GD",
+                                                                     "--variant", "BNGD")

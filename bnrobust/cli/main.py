@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     r.add_argument("--force", action="store_true", help="re-run finished runs")
     r.add_argument("--shard", help="I/N: run only every N-th run starting at I (split a sweep over machines)")
+    r.add_argument("--variant", action="append", metavar="NAME",
+                   help="run only this variant (a row of the report, e.g. 'ResNet32 Fixup'; repeatable; "
+                        "one experiment only)")
     r.add_argument("--no-report", action="store_true", help="skip writing the report (e.g. for shards)")
     r.add_argument("--no-stack", action="store_true",
                    help="train every run alone (default: runs that can, train seed-stacked; $BNROBUST_STACK=0 too)")
@@ -147,7 +150,7 @@ def cmd_list(what: str = "experiments") -> None:
 def cmd_run(args) -> None:
     from ..experiments import get_experiment
     from ..runner.executors import EXECUTORS
-    from ..runner.sweep import sweep
+    from ..runner.sweep import check_variants, sweep
     from ..report import write_report
     exps = [get_experiment(e) for e in args.experiment]  # unknown ids fail before any work
     overrides, shard = _parse_set(args.set), _parse_shard(args.shard)
@@ -156,11 +159,14 @@ def cmd_run(args) -> None:
     if "seed" in overrides:
         raise BnrobustError("--set seed=... is not a config value: every run's seed comes from --seeds N "
                             "(seeds 0..N-1)")
+    if args.variant and len(exps) > 1:
+        raise BnrobustError("--variant needs exactly one experiment id")
     out = _out(args)
     executor = _executor(args)
     EXECUTORS.build(executor, "--executor").device(args.device)  # Ray installed? --device fits the executor?
     for exp in exps:
         exp.configs(args.scale, args.seeds, overrides)  # validate every config before running any
+        check_variants(exp, args.scale, args.variant)
         for key, variants in exp.shadowed(args.scale, overrides).items():
             print(f"bnrobust: note: --set {key} overrides what {exp.id}'s variant(s) {', '.join(variants)} "
                   "set themselves", file=sys.stderr)
@@ -169,7 +175,8 @@ def cmd_run(args) -> None:
                   "which switch that section off or have no such option", file=sys.stderr)
     for exp in exps:
         results = sweep(exp, out, args.scale, args.seeds, overrides, _root(args), args.device,
-                        args.force, shard, executor=executor, stack=False if args.no_stack else None)
+                        args.force, shard, executor=executor, stack=False if args.no_stack else None,
+                        variants=args.variant)
         if not args.no_report:
             path = write_report(results, out / exp.id / args.scale)
             print(f"{exp.id}: report written to {path}")

@@ -92,6 +92,15 @@ def read_manifest(path: Path, command: str) -> dict | None:
     return manifest
 
 
+def check_variants(exp: Experiment, scale: str, variants: list[str] | None) -> None:
+    """One-line error for a --variant name that is not a row of `exp` at `scale`."""
+    known = exp.variant_names(scale)
+    for v in variants or []:
+        if v not in known:
+            raise BnrobustError(f"--variant: {exp.id} has no variant {v!r} at {scale} scale; choose from: "
+                                + ", ".join(repr(k) for k in known))
+
+
 def _health(run: Run) -> Health:
     h = run.health()
     if h.fatal:
@@ -112,11 +121,11 @@ def _validate(todo: list[Run], root: Path | None) -> None:
 def sweep(exp: Experiment, out: Path, scale: str = "quick", seeds: int | None = None,
           overrides: dict[str, Any] | None = None, root: Path | None = None, device: str | None = None,
           force: bool = False, shard: tuple[int, int] = (0, 1), progress: bool = True,
-          executor: Spec = "local", stack: bool | None = None) -> Results:
+          executor: Spec = "local", stack: bool | None = None, variants: list[str] | None = None) -> Results:
     """Run every unfinished (variant, seed) of `exp` at `scale`. Finished runs are reused
     (unless force), damaged ones re-run, so an interrupted sweep resumes where it stopped.
     shard=(i, n) runs only every n-th run starting at i, for splitting a sweep over machines
-    that share `out`. `executor` names an executor, or is a section with its options
+    that share `out`; `variants` (names) runs only those rows, e.g. to re-run one at another budget. `executor` names an executor, or is a section with its options
     (`{"name": "ray", "gpus_per_run": 0.25}`). Runs that can train as one stacked model do (see
     `units`), unless stack is False ($BNROBUST_STACK=0 when None); each is still stored as its
     own run."""
@@ -125,7 +134,8 @@ def sweep(exp: Experiment, out: Path, scale: str = "quick", seeds: int | None = 
     runs = plan(exp, out, scale, seeds, overrides)
     dev = runner.device(device)
     i, n = shard
-    mine = [r for k, r in enumerate(runs) if k % n == i]
+    check_variants(exp, scale, variants)
+    mine = [r for k, r in enumerate(runs) if k % n == i and (not variants or r.variant in variants)]
     todo, notes = [], []
     for r in mine:
         h = _health(r)
@@ -144,7 +154,7 @@ def sweep(exp: Experiment, out: Path, scale: str = "quick", seeds: int | None = 
     reused = sum(1 for r in runs if id(r) not in todo_ids and r.health().finished)
     others = sum(1 for r in runs if id(r) not in mine_ids and not r.health().finished)
     say(f"{exp.id} [{scale}]: {len(runs)} runs: {reused} reused, {len(todo)} to run"
-        + (f", {others} left to other shards" if others else ""))
+        + (f", {others} left to other {'variants' if variants else 'shards'}" if others else ""))
     command = rerun_command(exp.id, scale, out, seeds, overrides)
     manifest = {"experiment": exp.id, "scale": scale, "seeds": seeds, "overrides": overrides or {},
                 "runs": [{"variant": r.variant, "seed": r.seed, "dir": r.dir.name} for r in runs]}
