@@ -27,6 +27,8 @@ def _vgg13(bn: bool) -> PerScale:
     over = {"model.name": "vgg13", **({"model.norm": "bn"} if bn else {}), **VGG13_TRAIN}
     return PerScale(paper={**over, "train.epochs": 350, "train.milestones": [150, 250]},
                     quick={**over, "train.milestones": [5]})
+
+
 QUICK_TRAIN = {"data.n_train": 8000, "train.epochs": 6}
 PAIRS = (("VGG8", "VGG8 BN"), ("VGG13", "VGG13 BN"), ("WRN-28-10 Fixup", "WRN-28-10 BN"))
 
