@@ -169,3 +169,11 @@ def test_set_key_of_one_model_family_skips_variants_without_that_option():
     assert exp.overrides_for("WRN-28-10 BN", "quick", typo) == typo
     with pytest.raises(BnrobustError, match="widht_factor"):
         exp.configs("quick", overrides=typo)
+
+
+def test_set_notes_name_only_the_selected_variants():
+    """With --variant, a note about --set names only the selected rows, and drops keys that none of them has."""
+    from bnrobust.cli.main import _selected
+    notes = {"train.epochs": ["VGG13", "WRN-28-10 BN"], "train.lr": ["VGG13"]}
+    assert _selected(notes, None) == notes
+    assert _selected(notes, ["WRN-28-10 BN"]) == {"train.epochs": ["WRN-28-10 BN"]}

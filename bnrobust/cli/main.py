@@ -147,6 +147,13 @@ def cmd_list(what: str = "experiments") -> None:
             print(f"{name:<{width}}  {reg.describe(name)}")
 
 
+def _selected(by_key: dict[str, list[str]], variants: list[str] | None) -> dict[str, list[str]]:
+    """The part of a {--set key: variant names} note that concerns the --variant selection."""
+    if not variants:
+        return by_key
+    return {key: kept for key, names in by_key.items() if (kept := [v for v in names if v in variants])}
+
+
 def cmd_run(args) -> None:
     from ..experiments import get_experiment
     from ..runner.executors import EXECUTORS
@@ -167,10 +174,10 @@ def cmd_run(args) -> None:
     for exp in exps:
         exp.configs(args.scale, args.seeds, overrides)  # validate every config before running any
         check_variants(exp, args.scale, args.variant)
-        for key, variants in exp.shadowed(args.scale, overrides).items():
+        for key, variants in _selected(exp.shadowed(args.scale, overrides), args.variant).items():
             print(f"bnrobust: note: --set {key} overrides what {exp.id}'s variant(s) {', '.join(variants)} "
                   "set themselves", file=sys.stderr)
-        for key, variants in exp.not_applied(args.scale, overrides).items():
+        for key, variants in _selected(exp.not_applied(args.scale, overrides), args.variant).items():
             print(f"bnrobust: note: --set {key} does not apply to {exp.id}'s variant(s) {', '.join(variants)}, "
                   "which switch that section off or have no such option", file=sys.stderr)
     for exp in exps:
