@@ -192,3 +192,21 @@ def test_no_scale_override_is_silently_undone_by_a_variant():
     cfg = {v: c for v, _, c in EXPERIMENTS["mnist-c"].configs("paper")}
     assert cfg["PGD"]["train"]["adversarial"]["steps"] == 20
     assert cfg["PGD"]["train"]["adversarial"]["step_size"] == 0.03 and cfg["PGD"]["train"]["adversarial"]["random_start"]
+
+
+@pytest.mark.parametrize("command", ["bnrobust.experiments.residual:LONGER_CPU_RUN",
+                                     "bnrobust.experiments.cifar10c:LONGER_WRN_RUN"])
+def test_commands_in_report_notes_still_parse(command):
+    """The longer CPU runs that reports quote are valid commands: options, --set keys and variant names."""
+    import importlib
+    import shlex
+    from bnrobust.cli.main import _parse_set, build_parser
+    from bnrobust.runner.sweep import check_variants
+    module, name = command.split(":")
+    argv = shlex.split(getattr(importlib.import_module(module), name))
+    assert argv[0] == "bnrobust"
+    args = build_parser().parse_args(argv[1:])
+    exp = get_experiment(args.experiment[0])
+    exp.configs(args.scale, args.seeds, _parse_set(args.set))
+    check_variants(exp, args.scale, args.variant)
+    assert len(args.variant) == 2

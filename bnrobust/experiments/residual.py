@@ -40,7 +40,7 @@ QUICK_RESNET = {"data.n_train": 5000, "data.n_val": 500, "train.epochs": 20, "tr
                 "eval.metrics.pgd_linf.n": 300, "eval.metrics.pgd_l2.n": 300}
 LONGER_CPU_RUN = ("bnrobust run fixup-resnets --scale paper --seeds 1 --variant 'ResNet32 BN' --variant "
                   "'ResNet32 Fixup' --set train.epochs=16 --set 'train.milestones=[8,12]' "
-                  "--set eval.metrics.pgd_linf.n=1000 --set eval.metrics.pgd_l2.n=1000")
+                  "--set eval.metrics.pgd_linf.n=1000 --set eval.metrics.pgd_l2.n=1000 --out results-longer")
 RESNET_NOTE = ("ResNets for CIFAR (He et al., 2016): 3 stages of (depth - 2) / 6 basic blocks, 16-32-64 channels. "
                "'BN': BN after every convolution. 'Fixup': no normalization layer at all; the last convolution of "
                "each residual branch and the classifier start at zero, the other convolutions are He-initialized "

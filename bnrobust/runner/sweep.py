@@ -125,10 +125,10 @@ def sweep(exp: Experiment, out: Path, scale: str = "quick", seeds: int | None = 
     """Run every unfinished (variant, seed) of `exp` at `scale`. Finished runs are reused
     (unless force), damaged ones re-run, so an interrupted sweep resumes where it stopped.
     shard=(i, n) runs only every n-th run starting at i, for splitting a sweep over machines
-    that share `out`; `variants` (names) runs only those rows, e.g. to re-run one at another budget. `executor` names an executor, or is a section with its options
-    (`{"name": "ray", "gpus_per_run": 0.25}`). Runs that can train as one stacked model do (see
-    `units`), unless stack is False ($BNROBUST_STACK=0 when None); each is still stored as its
-    own run."""
+    that share `out`; `variants` (names) runs only those rows, e.g. to re-run one at another budget.
+    `executor` names an executor, or is a section with its options (`{"name": "ray",
+    "gpus_per_run": 0.25}`). Runs that can train as one stacked model do (see `units`), unless
+    stack is False ($BNROBUST_STACK=0 when None); each is still stored as its own run."""
     started_ns = time.time_ns()
     runner = EXECUTORS.build(executor, "--executor")
     runs = plan(exp, out, scale, seeds, overrides)
